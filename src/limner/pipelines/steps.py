@@ -1,0 +1,148 @@
+"""The steps every latent diffusion pipeline shares, each a function.
+
+Random numbers come from one CPU generator per image, seeded with that image's seed, so
+an image depends on its own seed alone, whatever its batch (A1111's behaviour), and the
+order in which a generator is drawn from (VAE sample, then noise, then sampler noise)
+matches diffusers' pipelines, which keeps our images equal to theirs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from limner.diffusion.guidance import UNetConditioning
+from limner.errors import InvalidRequestError
+from limner.models.latent import LatentDiffusionModel
+
+
+def make_generators(seeds: list[int]) -> list[torch.Generator]:
+    return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+
+
+def encode_conditioning(
+    model: LatentDiffusionModel,
+    prompt: str,
+    negative_prompt: str,
+    *,
+    batch_size: int,
+    width: int,
+    height: int,
+    guidance: bool,
+    clip_skip: int = 1,
+    guidance_scale: float = 1.0,
+) -> UNetConditioning:
+    """Encode the prompt pair and build the UNet's conditioning for a batch."""
+    encoder = model.prompt_encoder
+    if guidance:
+        positive, negative = encoder.encode_pair(prompt, negative_prompt, clip_skip)
+        parts = [negative, positive]
+    else:
+        parts = [encoder.encode(prompt, clip_skip)]
+    dtype = model.dtype
+    hidden = torch.cat([p.embeds.repeat(batch_size, 1, 1) for p in parts]).to(model.device, dtype)
+    added = None
+    if model.uses_size_conditioning:
+        # SDXL micro-conditioning (Podell et al. 2023, sec. 2.2): original size, crop
+        # top-left, target size; we generate uncropped at the target size.
+        time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=dtype)
+        rows = batch_size * len(parts)
+        pooled = torch.cat([p.pooled.repeat(batch_size, 1) for p in parts]).to(model.device, dtype)
+        added = {"text_embeds": pooled, "time_ids": time_ids.repeat(rows, 1).to(model.device)}
+    timestep_cond = None
+    if model.unet.config.time_cond_proj_dim is not None:
+        rows = batch_size * len(parts)
+        timestep_cond = guidance_scale_embedding(
+            torch.full((rows,), guidance_scale - 1.0), model.unet.config.time_cond_proj_dim
+        ).to(model.device, dtype)
+    return UNetConditioning(hidden, added, timestep_cond)
+
+
+def guidance_scale_embedding(w: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of the guidance scale for guidance-distilled (LCM) UNets
+    (Meng et al. 2023, arXiv:2210.03142): w (B,) -> (B, dim)."""
+    w = w * 1000.0
+    half = dim // 2
+    freqs = torch.exp(torch.arange(half, dtype=torch.float32) * -(torch.log(torch.tensor(10000.0)) / (half - 1)))
+    angles = w.to(torch.float32)[:, None] * freqs[None, :]
+    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    if dim % 2 == 1:
+        emb = torch.nn.functional.pad(emb, (0, 1))
+    return emb
+
+
+def latent_shape(model: LatentDiffusionModel, batch: int, width: int, height: int) -> tuple[int, ...]:
+    f = model.vae_scale_factor
+    return (batch, model.latent_channels, height // f, width // f)
+
+
+def draw_noise(shape: tuple[int, ...], generators: list[torch.Generator], model) -> torch.Tensor:
+    """Gaussian noise, row i drawn from generator i."""
+    return randn_tensor(shape, generator=generators, device=model.device, dtype=model.dtype)
+
+
+def pil_to_tensor(images: list[Image.Image]) -> torch.Tensor:
+    """PIL RGB images -> (B, 3, H, W) in [-1, 1]."""
+    arrays = np.stack([np.asarray(img.convert("RGB")).astype(np.float32) / 255.0 for img in images])
+    return torch.from_numpy(arrays).permute(0, 3, 1, 2) * 2.0 - 1.0
+
+
+def mask_to_tensor(mask: Image.Image) -> torch.Tensor:
+    """A mask image -> (1, 1, H, W) of 0/1: white (>= 0.5) is repainted."""
+    array = np.asarray(mask.convert("L")).astype(np.float32) / 255.0
+    binary = (array >= 0.5).astype(np.float32)
+    return torch.from_numpy(binary)[None, None]
+
+
+def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) in [-1, 1] -> PIL images, rounding as diffusers does."""
+    arrays = to_unit_range(images)
+    return [Image.fromarray((a * 255).round().astype(np.uint8)) for a in arrays]
+
+
+def to_unit_range(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) float32 numpy in [0, 1]."""
+    return (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
+
+
+@torch.no_grad()
+def encode_images(
+    model: LatentDiffusionModel, pixels: torch.Tensor, generators: list[torch.Generator]
+) -> torch.Tensor:
+    """(B, 3, H, W) pixels -> scaled latents, sampling the posterior with generator i."""
+    vae = model.vae
+    pixels = pixels.to(model.device, vae.dtype)
+    rows = []
+    for i, generator in enumerate(generators):
+        posterior = vae.encode(pixels[i : i + 1]).latent_dist
+        rows.append(posterior.sample(generator=generator))
+    latents = torch.cat(rows)
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return ((latents - shift) * vae.config.scaling_factor).to(model.dtype)
+
+
+@torch.no_grad()
+def decode_latents(model: LatentDiffusionModel, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents -> (B, 3, H, W) pixels in about [-1, 1]."""
+    vae = model.vae
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    latents = latents.to(vae.dtype) / vae.config.scaling_factor + shift
+    return vae.decode(latents, return_dict=False)[0]
+
+
+def img2img_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
+    """The tail of the schedule that denoising strength `strength` runs (SDEdit, Meng et
+    al. 2021): the last int(steps * strength) steps."""
+    scheduler.set_timesteps(steps)
+    run_steps = min(int(steps * strength), steps)
+    if run_steps < 1:
+        raise InvalidRequestError(
+            f"denoising strength {strength} with {steps} steps runs no step: "
+            "raise the strength or the number of steps"
+        )
+    start = (steps - run_steps) * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)
+    return scheduler.timesteps[start:]
