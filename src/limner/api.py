@@ -70,8 +70,13 @@ class GeneratedImage:
     def request_json(self) -> str:
         """The JSON stored in the PNG: the request, this image's place in it, the model."""
         return json.dumps(
-            {"request": self.request.model_dump(mode="json"), "index": self.index, "seed": self.seed,
-             "model_sha256": self.model_sha256, "limner": __version__},
+            {
+                "request": self.request.model_dump(mode="json"),
+                "index": self.index,
+                "seed": self.seed,
+                "model_sha256": self.model_sha256,
+                "limner": __version__,
+            },
             sort_keys=True,
         )
 
@@ -91,7 +96,9 @@ class Progress:
 _cache: dict[tuple, LatentDiffusionModel] = {}
 
 
-def load(model: str | os.PathLike | None = None, *, prediction_type: str | None = None) -> LatentDiffusionModel:
+def load(
+    model: str | os.PathLike | None = None, *, prediction_type: str | None = None
+) -> LatentDiffusionModel:
     """Load a model by path or registered name (None: the built-in model), cached."""
     ref = resolve_model(model)
     key = (ref.kind, str(ref.path), prediction_type)
@@ -242,7 +249,9 @@ def _infotext(
     return format_infotext(req.prompt, req.negative_prompt, params)
 
 
-def save_images(images: list[GeneratedImage], output: str | os.PathLike | None = None) -> list[Path]:
+def save_images(
+    images: list[GeneratedImage], output: str | os.PathLike | None = None
+) -> list[Path]:
     """Write PNGs with provenance. `output`: a folder (default: the home folder's outputs/),
     or a file name ending in .png (numbered -1, -2, ... when there are several images)."""
     from limner.home import outputs_dir
@@ -250,7 +259,11 @@ def save_images(images: list[GeneratedImage], output: str | os.PathLike | None =
     target = Path(output).expanduser() if output else outputs_dir()
     if target.suffix.lower() == ".png":
         folder = target.parent
-        names = [target.name] if len(images) == 1 else [f"{target.stem}-{i + 1}.png" for i in range(len(images))]
+        names = (
+            [target.name]
+            if len(images) == 1
+            else [f"{target.stem}-{i + 1}.png" for i in range(len(images))]
+        )
     else:
         folder = target
         names = [_unique_name(folder, img) for img in images]
@@ -336,7 +349,8 @@ def list_models(*, with_hashes: bool = True) -> list[ModelInfo]:
             "builtin",
             "builtin",
             builtin_dir(),
-            "builtin (MiniLM-conditioned, 128x128)" + ("" if has_trained_weights() else ", untrained"),
+            "builtin (MiniLM-conditioned, 128x128)"
+            + ("" if has_trained_weights() else ", untrained"),
             _size_of(builtin_dir()),
             None,
         )
@@ -377,7 +391,9 @@ def _architecture_of(ref: ModelRef) -> str:
         return f"unreadable: {err}"
 
 
-def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> int:
+def convert_checkpoint(
+    src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False
+) -> int:
     """Convert a pickle checkpoint to safetensors without running its code; returns tensors written."""
     from limner.checkpoints.safe_load import convert_pickle_to_safetensors
 

@@ -17,46 +17,116 @@ EPILOG = "Models: a .safetensors file, a diffusers folder, or a name in $LIMNER_
 
 
 def _add_generation_options(parser: argparse.ArgumentParser, *, mode: str) -> None:
-    parser.add_argument("prompt", nargs="?", default=None, help="what to draw (A1111 syntax: (word:1.3), [word], BREAK)")
+    parser.add_argument(
+        "prompt",
+        nargs="?",
+        default=None,
+        help="what to draw (A1111 syntax: (word:1.3), [word], BREAK)",
+    )
     g = parser.add_argument_group("generation")
     g.add_argument("-n", "--negative-prompt", default="", help="what to avoid")
-    g.add_argument("-m", "--model", default=None, help="model path or registered name (default: the built-in model)")
-    g.add_argument("-s", "--sampler", default="DPM++ 2M", help="sampler, as A1111 names it (see --list-samplers)")
-    g.add_argument("--schedule", default=None, help="schedule type: Automatic, Karras or Exponential")
+    g.add_argument(
+        "-m",
+        "--model",
+        default=None,
+        help="model path or registered name (default: the built-in model)",
+    )
+    g.add_argument(
+        "-s",
+        "--sampler",
+        default="DPM++ 2M",
+        help="sampler, as A1111 names it (see --list-samplers)",
+    )
+    g.add_argument(
+        "--schedule", default=None, help="schedule type: Automatic, Karras or Exponential"
+    )
     g.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
-    g.add_argument("-g", "--guidance", "--cfg-scale", dest="guidance_scale", type=float, default=7.0,
-                   help="classifier-free guidance scale (default 7; 1 turns guidance off)")
-    g.add_argument("--guidance-rescale", type=float, default=0.0, help="guidance rescale 0..1 (default 0)")
+    g.add_argument(
+        "-g",
+        "--guidance",
+        "--cfg-scale",
+        dest="guidance_scale",
+        type=float,
+        default=7.0,
+        help="classifier-free guidance scale (default 7; 1 turns guidance off)",
+    )
+    g.add_argument(
+        "--guidance-rescale", type=float, default=0.0, help="guidance rescale 0..1 (default 0)"
+    )
     g.add_argument("-W", "--width", type=int, default=None, help="width in pixels, a multiple of 8")
-    g.add_argument("-H", "--height", type=int, default=None, help="height in pixels, a multiple of 8")
-    g.add_argument("--seed", type=int, default=None, help="seed of the first image; the next get seed+1, ... (default: random)")
-    g.add_argument("-b", "--batch-size", type=int, default=1, help="images generated together (default 1)")
-    g.add_argument("--batch-count", type=int, default=1, help="batches run one after another (default 1)")
-    g.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 ancestral (default 0)")
-    g.add_argument("--clip-skip", type=int, default=1, help="skip the last N-1 text encoder layers, as A1111 (default 1)")
-    g.add_argument("-o", "--output", default=None, help="a .png file or a folder (default: $LIMNER_HOME/outputs)")
+    g.add_argument(
+        "-H", "--height", type=int, default=None, help="height in pixels, a multiple of 8"
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the first image; the next get seed+1, ... (default: random)",
+    )
+    g.add_argument(
+        "-b", "--batch-size", type=int, default=1, help="images generated together (default 1)"
+    )
+    g.add_argument(
+        "--batch-count", type=int, default=1, help="batches run one after another (default 1)"
+    )
+    g.add_argument(
+        "--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 ancestral (default 0)"
+    )
+    g.add_argument(
+        "--clip-skip",
+        type=int,
+        default=1,
+        help="skip the last N-1 text encoder layers, as A1111 (default 1)",
+    )
+    g.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="a .png file or a folder (default: $LIMNER_HOME/outputs)",
+    )
     g.add_argument("--list-samplers", action="store_true", help="list the samplers and exit")
     if mode == "txt2img":
-        g.add_argument("--from", dest="from_image", default=None, metavar="IMAGE",
-                       help="reproduce a limner PNG from the request stored in it")
+        g.add_argument(
+            "--from",
+            dest="from_image",
+            default=None,
+            metavar="IMAGE",
+            help="reproduce a limner PNG from the request stored in it",
+        )
     if mode in ("img2img", "inpaint", "outpaint"):
         parser.add_argument("-i", "--image", required=True, help="the input image")
         default_strength = 1.0 if mode == "outpaint" else 0.75
-        g.add_argument("--strength", type=float, default=default_strength,
-                       help=f"denoising strength 0..1: how much to change (default {default_strength})")
+        g.add_argument(
+            "--strength",
+            type=float,
+            default=default_strength,
+            help=f"denoising strength 0..1: how much to change (default {default_strength})",
+        )
     if mode == "inpaint":
-        parser.add_argument("--mask", required=True, help="mask image, same size as the image: white is repainted")
+        parser.add_argument(
+            "--mask", required=True, help="mask image, same size as the image: white is repainted"
+        )
     if mode in ("inpaint", "outpaint"):
-        g.add_argument("--mask-blur", type=int, default=4, help="blur of the mask edge in pixels (default 4)")
-        g.add_argument("--no-keep-unmasked", dest="keep_unmasked", action="store_false",
-                       help="do not paste the original pixels back outside the mask")
+        g.add_argument(
+            "--mask-blur", type=int, default=4, help="blur of the mask edge in pixels (default 4)"
+        )
+        g.add_argument(
+            "--no-keep-unmasked",
+            dest="keep_unmasked",
+            action="store_false",
+            help="do not paste the original pixels back outside the mask",
+        )
     if mode == "outpaint":
         for side in ("left", "right", "up", "down"):
-            g.add_argument(f"--{side}", type=int, default=0, help=f"pixels to add {side} (a multiple of 8)")
+            g.add_argument(
+                f"--{side}", type=int, default=0, help=f"pixels to add {side} (a multiple of 8)"
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="limner", description="Image synthesis on your own machine.", epilog=EPILOG)
+    parser = argparse.ArgumentParser(
+        prog="limner", description="Image synthesis on your own machine.", epilog=EPILOG
+    )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, mode, text in [
@@ -68,12 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text, epilog=EPILOG)
         _add_generation_options(p, mode=mode)
         p.set_defaults(handler=_generate, mode=mode)
-    p = sub.add_parser("info", help="show how a PNG was made", description="show how a PNG was made")
+    p = sub.add_parser(
+        "info", help="show how a PNG was made", description="show how a PNG was made"
+    )
     p.add_argument("image")
     p.add_argument("--json", action="store_true", help="print limner's stored request as JSON")
     p.set_defaults(handler=_info)
-    p = sub.add_parser("models", help="list the models limner can use", description="list the models limner can use")
-    p.add_argument("--no-hash", action="store_true", help="skip hashing (faster for large checkpoints)")
+    p = sub.add_parser(
+        "models",
+        help="list the models limner can use",
+        description="list the models limner can use",
+    )
+    p.add_argument(
+        "--no-hash", action="store_true", help="skip hashing (faster for large checkpoints)"
+    )
     p.set_defaults(handler=_models)
     p = sub.add_parser(
         "convert",
@@ -89,9 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _request_from_args(args: argparse.Namespace):
+    from pydantic import ValidationError
+
     from limner.api import GenerationRequest, Outpaint
     from limner.requests import describe_validation_error
-    from pydantic import ValidationError
 
     fields = dict(
         mode=args.mode,
@@ -112,7 +191,9 @@ def _request_from_args(args: argparse.Namespace):
         clip_skip=args.clip_skip,
     )
     if args.mode != "txt2img":
-        fields.update(init_image=str(Path(args.image).expanduser().resolve()), strength=args.strength)
+        fields.update(
+            init_image=str(Path(args.image).expanduser().resolve()), strength=args.strength
+        )
         if not Path(args.image).is_file():
             raise InvalidRequestError(f"input image not found: {args.image}")
     if args.mode == "inpaint":
@@ -123,7 +204,9 @@ def _request_from_args(args: argparse.Namespace):
         fields.update(mask_blur=args.mask_blur, keep_unmasked=args.keep_unmasked)
     try:
         if args.mode == "outpaint":
-            fields["outpaint"] = Outpaint(left=args.left, right=args.right, up=args.up, down=args.down)
+            fields["outpaint"] = Outpaint(
+                left=args.left, right=args.right, up=args.up, down=args.down
+            )
         return GenerationRequest(**fields)
     except ValidationError as err:
         raise InvalidRequestError(describe_validation_error(err)) from None
@@ -142,8 +225,14 @@ class _ProgressBar:
         if progress.batch != self.batch:
             self.close()
             self.batch = progress.batch
-            label = f"batch {progress.batch + 1}/{progress.batch_count}" if progress.batch_count > 1 else "sampling"
-            self.bar = tqdm(total=progress.step.total, desc=label, unit="step", file=sys.stderr, leave=True)
+            label = (
+                f"batch {progress.batch + 1}/{progress.batch_count}"
+                if progress.batch_count > 1
+                else "sampling"
+            )
+            self.bar = tqdm(
+                total=progress.step.total, desc=label, unit="step", file=sys.stderr, leave=True
+            )
         self.bar.update(1)
 
     def close(self) -> None:
@@ -158,7 +247,9 @@ def _generate(args: argparse.Namespace) -> int:
 
     if args.list_samplers:
         for name, spec in SAMPLERS.items():
-            print(f"{name:14s} {spec.description} (default schedule: {spec.default_schedule.value})")
+            print(
+                f"{name:14s} {spec.description} (default schedule: {spec.default_schedule.value})"
+            )
         return 0
     bar = _ProgressBar()
     if getattr(args, "from_image", None):
@@ -167,7 +258,9 @@ def _generate(args: argparse.Namespace) -> int:
         paths = api.save_images([image], args.output)
     else:
         if args.prompt is None and args.mode == "txt2img":
-            raise InvalidRequestError("give a prompt, e.g. limner generate \"a red apple on a table\"")
+            raise InvalidRequestError(
+                'give a prompt, e.g. limner generate "a red apple on a table"'
+            )
         request = _request_from_args(args)
         images = api.generate(request, on_progress=bar)
         bar.close()
@@ -205,7 +298,15 @@ def _models(args: argparse.Namespace) -> int:
 
     rows = [("NAME", "ARCHITECTURE", "SIZE", "HASH", "PATH")]
     for m in api.list_models(with_hashes=not args.no_hash):
-        rows.append((m.name, m.architecture, _human_size(m.size_bytes), m.short_hash or "-", str(m.path or "")))
+        rows.append(
+            (
+                m.name,
+                m.architecture,
+                _human_size(m.size_bytes),
+                m.short_hash or "-",
+                str(m.path or ""),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])

@@ -38,12 +38,16 @@ def load_image(path: str | os.PathLike, *, what: str = "image") -> Image.Image:
         raise InputFileError(f"{what} {path} is not a readable image: {err}") from None
 
 
-def fit_size(width: int | None, height: int | None, image: Image.Image, multiple: int = 8) -> tuple[int, int]:
+def fit_size(
+    width: int | None, height: int | None, image: Image.Image, multiple: int = 8
+) -> tuple[int, int]:
     """The size to generate at: the requested one, or the image's rounded down to `multiple`."""
     w = width or image.width - image.width % multiple
     h = height or image.height - image.height % multiple
     if w < 64 or h < 64:
-        raise InvalidRequestError(f"the input image is {image.width}x{image.height}; it must be at least 64x64")
+        raise InvalidRequestError(
+            f"the input image is {image.width}x{image.height}; it must be at least 64x64"
+        )
     return w, h
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,7 +20,7 @@ MAX_SIDE = 4096
 MAX_PROMPT_CHARS = 20_000
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
     INPAINT = "inpaint"
@@ -62,7 +62,9 @@ class GenerationRequest(BaseModel):
     negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     model: str | None = Field(None, description="path or registered name; None: the built-in model")
     sampler: str = "DPM++ 2M"
-    schedule: str | None = Field(None, description="Automatic, Karras or Exponential; None: the sampler's default")
+    schedule: str | None = Field(
+        None, description="Automatic, Karras or Exponential; None: the sampler's default"
+    )
     steps: int = Field(20, ge=1, le=500)
     guidance_scale: float = Field(7.0, ge=0.0, le=50.0)
     guidance_rescale: float = Field(0.0, ge=0.0, le=1.0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from diffusers import (
@@ -36,7 +36,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from limner.errors import InvalidRequestError
 
 
-class ScheduleType(str, Enum):
+class ScheduleType(StrEnum):
     """How the noise levels of the steps are spaced."""
 
     AUTOMATIC = "Automatic"  # the model's own scheduler config
@@ -70,12 +70,31 @@ class SamplerSpec:
 SAMPLERS: dict[str, SamplerSpec] = {
     spec.name: spec
     for spec in [
-        SamplerSpec("Euler a", EulerAncestralDiscreteScheduler, {}, description="ancestral Euler (stochastic)"),
-        SamplerSpec("Euler", EulerDiscreteScheduler, {}, description="Euler, Karras et al. 2022 Alg. 2 without churn"),
-        SamplerSpec("Heun", HeunDiscreteScheduler, {}, description="Heun's 2nd order, Karras et al. 2022 Alg. 1"),
+        SamplerSpec(
+            "Euler a",
+            EulerAncestralDiscreteScheduler,
+            {},
+            description="ancestral Euler (stochastic)",
+        ),
+        SamplerSpec(
+            "Euler",
+            EulerDiscreteScheduler,
+            {},
+            description="Euler, Karras et al. 2022 Alg. 2 without churn",
+        ),
+        SamplerSpec(
+            "Heun",
+            HeunDiscreteScheduler,
+            {},
+            description="Heun's 2nd order, Karras et al. 2022 Alg. 1",
+        ),
         SamplerSpec("LMS", LMSDiscreteScheduler, {}, description="linear multistep, order 4"),
-        SamplerSpec("DPM2", KDPM2DiscreteScheduler, {}, description="DPM-Solver-2 in k-diffusion form"),
-        SamplerSpec("DPM2 a", KDPM2AncestralDiscreteScheduler, {}, description="ancestral DPM2 (stochastic)"),
+        SamplerSpec(
+            "DPM2", KDPM2DiscreteScheduler, {}, description="DPM-Solver-2 in k-diffusion form"
+        ),
+        SamplerSpec(
+            "DPM2 a", KDPM2AncestralDiscreteScheduler, {}, description="ancestral DPM2 (stochastic)"
+        ),
         SamplerSpec(
             "DPM++ 2M",
             DPMSolverMultistepScheduler,
@@ -97,10 +116,16 @@ SAMPLERS: dict[str, SamplerSpec] = {
             default_schedule=ScheduleType.KARRAS,
             description="DPM-Solver++ SDE with Brownian-tree noise (stochastic)",
         ),
-        SamplerSpec("DDIM", DDIMScheduler, {}, description="DDIM, Song et al. 2020; eta > 0 adds noise"),
-        SamplerSpec("PLMS", PNDMScheduler, {"skip_prk_steps": True}, description="pseudo linear multistep"),
+        SamplerSpec(
+            "DDIM", DDIMScheduler, {}, description="DDIM, Song et al. 2020; eta > 0 adds noise"
+        ),
+        SamplerSpec(
+            "PLMS", PNDMScheduler, {"skip_prk_steps": True}, description="pseudo linear multistep"
+        ),
         SamplerSpec("UniPC", UniPCMultistepScheduler, {}, description="UniPC, Zhao et al. 2023"),
-        SamplerSpec("LCM", LCMScheduler, {}, description="latent consistency sampling, for LCM models"),
+        SamplerSpec(
+            "LCM", LCMScheduler, {}, description="latent consistency sampling, for LCM models"
+        ),
     ]
 }
 
@@ -146,7 +171,10 @@ def resolve_sampler(name: str, schedule: str | None = None) -> ResolvedSampler:
     if combined is not None:
         base, implied = combined
         spec = SAMPLERS[base]
-        if schedule is not None and _parse_schedule(schedule) not in (implied, ScheduleType.AUTOMATIC):
+        if schedule is not None and _parse_schedule(schedule) not in (
+            implied,
+            ScheduleType.AUTOMATIC,
+        ):
             raise InvalidRequestError(
                 f"sampler {name!r} already names the {implied.value} schedule; "
                 f"conflicting schedule type {schedule!r}"

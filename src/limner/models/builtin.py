@@ -50,7 +50,11 @@ def load_text_encoder(torch_dtype: torch.dtype = torch.float32):
     path = minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     encoder = BertModel.from_pretrained(
-        path, local_files_only=True, use_safetensors=True, torch_dtype=torch_dtype, add_pooling_layer=False
+        path,
+        local_files_only=True,
+        use_safetensors=True,
+        torch_dtype=torch_dtype,
+        add_pooling_layer=False,
     )
     return tokenizer, encoder
 
@@ -59,7 +63,9 @@ def _config(name: str) -> dict:
     return json.loads((builtin_dir() / name).read_text())
 
 
-def build_placeholder(torch_dtype: torch.dtype = torch.float32) -> tuple[UNet2DConditionModel, AutoencoderKL]:
+def build_placeholder(
+    torch_dtype: torch.dtype = torch.float32,
+) -> tuple[UNet2DConditionModel, AutoencoderKL]:
     """The built-in architecture with a fixed random initialisation (untrained)."""
     state = torch.random.get_rng_state()
     try:
@@ -95,7 +101,9 @@ def load_builtin(torch_dtype: torch.dtype = torch.float32) -> LatentDiffusionMod
         )
         unet, vae = build_placeholder(torch_dtype)
         digest = hashlib.sha256(
-            (json.dumps(_config("unet_config.json")) + json.dumps(_config("vae_config.json"))).encode()
+            (
+                json.dumps(_config("unet_config.json")) + json.dumps(_config("vae_config.json"))
+            ).encode()
         ).hexdigest()
     components = {
         "unet": unet,

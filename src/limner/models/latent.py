@@ -7,7 +7,7 @@ size conditioning, the built-in model a frozen MiniLM. Pipelines only see this c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import torch
@@ -16,7 +16,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from limner.models.text import PromptEncoder
 
 
-class Family(str, Enum):
+class Family(StrEnum):
     """Model families that share one conditioning scheme."""
 
     SD1 = "sd1"

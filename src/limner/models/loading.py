@@ -55,7 +55,7 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> ModelRef:
         return ModelRef(BUILTIN_NAME, "builtin", None)
     text = str(name_or_path)
     candidates = [Path(text).expanduser()]
-    if not os.sep in text and "/" not in text:
+    if os.sep not in text and "/" not in text:
         home = models_dir()
         candidates += [home / text] + [home / (text + suffix) for suffix in CHECKPOINT_SUFFIXES]
     for path in candidates:
@@ -104,7 +104,9 @@ def load_model(
     else:
         from limner.checkpoints.single_file import load_single_file
 
-        loaded = load_single_file(ref.path, prediction_type=prediction_type, torch_dtype=torch_dtype)
+        loaded = load_single_file(
+            ref.path, prediction_type=prediction_type, torch_dtype=torch_dtype
+        )
         model = bundle_from_components(
             loaded.components, name=ref.name, source=ref.path, family=Family(loaded.arch.family)
         )
@@ -131,7 +133,9 @@ def load_diffusers_folder(folder: Path, *, torch_dtype: torch.dtype = torch.floa
         if class_name not in _ALLOWED_CLASSES.get(library, set()):
             if name in ("safety_checker", "feature_extractor", "image_encoder"):
                 continue  # optional parts limner does not use
-            raise ModelLoadError(f"{folder}: component {name!r} has unsupported class {library}.{class_name}")
+            raise ModelLoadError(
+                f"{folder}: component {name!r} has unsupported class {library}.{class_name}"
+            )
         module = diffusers if library == "diffusers" else transformers
         cls = getattr(module, class_name)
         if "Tokenizer" in class_name:
@@ -181,9 +185,14 @@ def prompt_encoder_for(family: Family, components: dict) -> PromptEncoder:
     if family is Family.SDXL:
         return PromptEncoder(
             [
-                TokenEncoder(components["tokenizer"], components["text_encoder"], layer="penultimate"),
                 TokenEncoder(
-                    components["tokenizer_2"], components["text_encoder_2"], layer="penultimate", pooled=True
+                    components["tokenizer"], components["text_encoder"], layer="penultimate"
+                ),
+                TokenEncoder(
+                    components["tokenizer_2"],
+                    components["text_encoder_2"],
+                    layer="penultimate",
+                    pooled=True,
                 ),
             ]
         )

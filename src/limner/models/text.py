@@ -55,8 +55,12 @@ class TokenEncoder:
         self.layer = layer
         self.pooled = pooled
         self.attention_mask = attention_mask
-        self.bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
-        self.eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+        self.bos_id = (
+            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+        )
+        self.eos_id = (
+            tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+        )
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         comma = tokenizer(",", add_special_tokens=False).input_ids
         self.comma_id = comma[0] if len(comma) == 1 else None
@@ -93,7 +97,10 @@ class TokenEncoder:
                 hidden = norm(hidden)
         else:
             hidden = out.last_hidden_state
-        hidden = apply_emphasis(hidden, weights.to(hidden.dtype))
+        # A1111 rescales each chunk to its own original mean (it encodes chunk by chunk).
+        hidden = torch.cat(
+            [apply_emphasis(hidden[i : i + 1], weights[i : i + 1]) for i in range(len(chunks))]
+        )
         embeds = hidden.reshape(1, -1, hidden.shape[-1])  # chunks side by side: (1, 77n, D)
         pooled = None
         if self.pooled:
@@ -105,7 +112,9 @@ class TokenEncoder:
 def _attention_mask(ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:
     """1 up to and including the first EOS/SEP of each chunk, 0 on the padding after it."""
     is_end = ids == eos_id
-    first_end = torch.where(is_end.any(1), is_end.float().argmax(1), torch.full_like(ids[:, 0], ids.shape[1] - 1))
+    first_end = torch.where(
+        is_end.any(1), is_end.float().argmax(1), torch.full_like(ids[:, 0], ids.shape[1] - 1)
+    )
     positions = torch.arange(ids.shape[1], device=ids.device)
     return (positions[None, :] <= first_end[:, None]).long()
 
@@ -127,7 +136,9 @@ class PromptEncoder:
         the shorter with empty chunks so that both batches have one shape)."""
         positives, negatives = [], []
         for encoder in self.encoders:
-            pos_chunks, neg_chunks = pad_chunk_lists(encoder.chunks(prompt), encoder.chunks(negative_prompt))
+            pos_chunks, neg_chunks = pad_chunk_lists(
+                encoder.chunks(prompt), encoder.chunks(negative_prompt)
+            )
             positives.append(encoder.encode(pos_chunks, clip_skip))
             negatives.append(encoder.encode(neg_chunks, clip_skip))
         return _combine(positives), _combine(negatives)

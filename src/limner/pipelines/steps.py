@@ -65,7 +65,9 @@ def guidance_scale_embedding(w: torch.Tensor, dim: int) -> torch.Tensor:
     (Meng et al. 2023, arXiv:2210.03142): w (B,) -> (B, dim)."""
     w = w * 1000.0
     half = dim // 2
-    freqs = torch.exp(torch.arange(half, dtype=torch.float32) * -(torch.log(torch.tensor(10000.0)) / (half - 1)))
+    freqs = torch.exp(
+        torch.arange(half, dtype=torch.float32) * -(torch.log(torch.tensor(10000.0)) / (half - 1))
+    )
     angles = w.to(torch.float32)[:, None] * freqs[None, :]
     emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
     if dim % 2 == 1:
@@ -73,7 +75,9 @@ def guidance_scale_embedding(w: torch.Tensor, dim: int) -> torch.Tensor:
     return emb
 
 
-def latent_shape(model: LatentDiffusionModel, batch: int, width: int, height: int) -> tuple[int, ...]:
+def latent_shape(
+    model: LatentDiffusionModel, batch: int, width: int, height: int
+) -> tuple[int, ...]:
     f = model.vae_scale_factor
     return (batch, model.latent_channels, height // f, width // f)
 
