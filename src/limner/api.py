@@ -108,7 +108,9 @@ def load(
         if loaded.sha256 is None and ref.path is not None:
             loaded.sha256 = model_sha256(ref)
         _cache[key] = loaded
-    return _cache[key]
+    model = _cache[key]
+    model.name = ref.name  # one file may be registered under several names
+    return model
 
 
 def model_sha256(ref: ModelRef) -> str | None:
@@ -131,9 +133,13 @@ class _Inputs:
     mask: Image.Image | None = None
 
 
-def _read_inputs(req: GenerationRequest, model: LatentDiffusionModel) -> _Inputs:
+def _read_inputs(req: GenerationRequest, default_size: Callable[[], int]) -> _Inputs:
+    """Read and check the input images; `default_size` is asked only for txt2img, so that
+    bad input files are refused before a model is loaded."""
     if req.mode is Mode.TXT2IMG:
-        size = model.default_size
+        if req.width and req.height:
+            return _Inputs(req.width, req.height)
+        size = default_size()
         return _Inputs(req.width or size, req.height or size)
     image = load_image(req.init_image, what="input image")
     mask = None
@@ -181,8 +187,12 @@ def generate(
     req = parse_request(request) if isinstance(request, dict) else request
     req = req.with_seed()
     sampler = resolve_sampler(req.sampler, req.schedule)  # fail before loading a model
-    model = model or load(req.model)
-    inputs = _read_inputs(req, model)
+    if model is None:
+        resolve_model(req.model)  # an unknown model name fails before any file is read
+        inputs = _read_inputs(req, lambda: load(req.model).default_size)
+        model = load(req.model)
+    else:
+        inputs = _read_inputs(req, lambda: model.default_size)
     f = model.vae_scale_factor
     if inputs.width % f or inputs.height % f:
         raise InvalidRequestError(f"width and height must be multiples of {f} for this model")

@@ -11,7 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from limner.errors import InvalidRequestError, LimnerError
+from limner.errors import InputFileError, InvalidRequestError, LimnerError
 
 EPILOG = "Models: a .safetensors file, a diffusers folder, or a name in $LIMNER_HOME/models."
 
@@ -194,10 +194,10 @@ def _request_from_args(args: argparse.Namespace):
         fields.update(
             init_image=str(Path(args.image).expanduser().resolve()), strength=args.strength
         )
-        if not Path(args.image).is_file():
+        if not Path(args.image).expanduser().is_file():
             raise InvalidRequestError(f"input image not found: {args.image}")
     if args.mode == "inpaint":
-        if not Path(args.mask).is_file():
+        if not Path(args.mask).expanduser().is_file():
             raise InvalidRequestError(f"mask not found: {args.mask}")
         fields.update(mask=str(Path(args.mask).expanduser().resolve()))
     if args.mode in ("inpaint", "outpaint"):
@@ -282,8 +282,7 @@ def _info(args: argparse.Namespace) -> int:
         print(json.dumps(info.request, indent=2, sort_keys=True))
         return 0
     if info.parameters is None and info.request is None:
-        print(f"{args.image}: no generation parameters stored")
-        return 1
+        raise InputFileError(f"{args.image} carries no generation parameters")
     if info.parameters:
         print(info.parameters)
     if info.request:
@@ -330,6 +329,22 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_libraries() -> None:
+    """Our own warnings as one line each; the libraries' loading bars and chatter off."""
+    warnings.showwarning = lambda message, *a, **k: print(f"warning: {message}", file=sys.stderr)
+    # torchsde warns about float rounding at the ends of its Brownian interval.
+    warnings.filterwarnings("ignore", module="torchsde")
+    try:
+        import diffusers.utils.logging as diffusers_logging
+        import transformers.utils.logging as transformers_logging
+    except ImportError:  # pragma: no cover - both are dependencies
+        return
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -341,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    warnings.showwarning = lambda message, *a, **k: print(f"warning: {message}", file=sys.stderr)
+    _quiet_libraries()
     try:
         return args.handler(args)
     except LimnerError as err:

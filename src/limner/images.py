@@ -74,8 +74,12 @@ def check_mask(mask: Image.Image, image: Image.Image) -> None:
             f"the mask is {mask.width}x{mask.height} but the image is {image.width}x{image.height}; "
             "they must be the same size"
         )
-    if mask.getextrema() in ((0, 0), ((0, 0),)):
-        raise InvalidRequestError("the mask is all black: paint the area to repaint in white")
+    # Read as the pipeline reads masks (luminance >= 50% is repainted), so RGB and RGBA
+    # masks are checked too, and a dim grey mask that would repaint nothing is refused.
+    if mask.convert("L").getextrema()[1] < 128:
+        raise InvalidRequestError(
+            "the mask has no white area (pixels at least 50% grey): paint the area to repaint in white"
+        )
 
 
 def overlay_unmasked(

@@ -48,8 +48,11 @@ class Hooks:
 
 
 def _prepare(model: LatentDiffusionModel, s: Sampling, batch: int):
-    """Steps shared by every mode: conditioning, scheduler, guided denoiser."""
-    guidance = s.guidance_scale > 1.0
+    """Steps shared by every mode: the guided denoiser (prompt encoded) and the scheduler."""
+    # A guidance-distilled (LCM) UNet takes the scale as an embedding instead of a
+    # second, unconditional pass.
+    distilled = model.unet.config.time_cond_proj_dim is not None
+    guidance = s.guidance_scale > 1.0 and not distilled
     cond = steps.encode_conditioning(
         model,
         s.prompt,
@@ -62,7 +65,10 @@ def _prepare(model: LatentDiffusionModel, s: Sampling, batch: int):
         guidance_scale=s.guidance_scale,
     )
     scheduler = make_scheduler(resolve_sampler(s.sampler, s.schedule), model.scheduler_config)
-    return cond, scheduler
+    denoiser = GuidedUNet(
+        model.unet, cond, s.guidance_scale if guidance else 1.0, s.guidance_rescale
+    )
+    return denoiser, scheduler
 
 
 @torch.no_grad()
@@ -72,7 +78,7 @@ def txt2img(
     hooks = hooks or Hooks()
     generators = steps.make_generators(seeds)
     # 1. encode the prompt, pick the scheduler
-    cond, scheduler = _prepare(model, s, len(seeds))
+    denoiser, scheduler = _prepare(model, s, len(seeds))
     # 2. timesteps
     scheduler.set_timesteps(s.steps)
     timesteps = scheduler.timesteps
@@ -80,7 +86,6 @@ def txt2img(
     shape = steps.latent_shape(model, len(seeds), s.width, s.height)
     latents = steps.draw_noise(shape, generators, model) * scheduler.init_noise_sigma
     # 4. denoise
-    denoiser = GuidedUNet(model.unet, cond, s.guidance_scale, s.guidance_rescale)
     latents = denoise(
         denoiser,
         scheduler,
@@ -108,7 +113,7 @@ def img2img(
     batch = len(seeds)
     generators = steps.make_generators(seeds)
     # 1. encode the prompt, pick the scheduler
-    cond, scheduler = _prepare(model, s, batch)
+    denoiser, scheduler = _prepare(model, s, batch)
     # 2. the last `strength` part of the schedule
     timesteps = steps.img2img_timesteps(scheduler, s.steps, s.strength)
     # 3. encode the image, one posterior sample per seed, and noise it
@@ -117,7 +122,6 @@ def img2img(
     noise = steps.draw_noise(image_latents.shape, generators, model)
     latents = scheduler.add_noise(image_latents, noise, timesteps[:1].repeat(batch))
     # 4. denoise
-    denoiser = GuidedUNet(model.unet, cond, s.guidance_scale, s.guidance_rescale)
     latents = denoise(
         denoiser,
         scheduler,
@@ -152,7 +156,7 @@ def inpaint(
     generators = steps.make_generators(seeds)
     native = model.is_inpainting
     # 1. encode the prompt, pick the scheduler
-    cond, scheduler = _prepare(model, s, batch)
+    denoiser, scheduler = _prepare(model, s, batch)
     # 2. timesteps: the tail that the strength selects (all of them at strength 1)
     timesteps = steps.img2img_timesteps(scheduler, s.steps, s.strength)
     # 3. masks: pixel mask (1, 1, H, W) binarised; latent mask at the latent size
@@ -177,7 +181,7 @@ def inpaint(
         masked = pixels * (pixel_mask < 0.5)
         masked_latents = steps.encode_images(model, masked, generators)
         extra = torch.cat([latent_mask, masked_latents], dim=1)  # (B, 1 + C, h, w)
-        cond.extra_channels = torch.cat([extra] * 2) if s.guidance_scale > 1.0 else extra
+        denoiser.cond.extra_channels = torch.cat([extra] * 2) if denoiser.do_guidance else extra
     else:
 
         def after_step(index: int, current: torch.Tensor) -> torch.Tensor:
@@ -187,7 +191,6 @@ def inpaint(
             return (1 - latent_mask) * known + latent_mask * current
 
     # 6. denoise
-    denoiser = GuidedUNet(model.unet, cond, s.guidance_scale, s.guidance_rescale)
     latents = denoise(
         denoiser,
         scheduler,
