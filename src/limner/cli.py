@@ -163,7 +163,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.set_defaults(handler=_convert)
+    p = sub.add_parser(
+        "data", help="build training datasets", description="build training datasets"
+    )
+    data_sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    p = data_sub.add_parser(
+        "emoji",
+        help="captioned emoji scenes for the built-in model (Noto Color Emoji, OFL-1.1)",
+        description="Build the captioned emoji-scene dataset of limner's built-in model, "
+        "deterministically, from the Noto Color Emoji font.",
+    )
+    from limner.data.emoji import add_arguments as add_emoji_arguments
+
+    add_emoji_arguments(p)
+    p.set_defaults(handler=_data_emoji)
     return parser
+
+
+def _data_emoji(args: argparse.Namespace) -> int:
+    from limner.data.emoji import run
+
+    return run(args)
 
 
 def _request_from_args(args: argparse.Namespace):

@@ -1,0 +1,326 @@
+"""Load and export Stable Diffusion single-file checkpoints in the original (LDM) layout.
+
+``load_single_file`` turns a ``.safetensors`` checkpoint as published by CompVis, RunwayML and
+Stability AI (and most fine-tunes) into ready diffusers/transformers components, without the
+Hugging Face hub: the component configs and tokenizer files ship with limner
+(``configs/``), and the key mapping is our own table (:mod:`.sd_keys`).
+
+``export_single_file`` writes components back to that layout, with SAI ModelSpec metadata,
+atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import init_empty_weights
+
+from limner.errors import InvalidRequestError, ModelLoadError
+
+from .arch import (
+    ArchInfo,
+    PredictionType,
+    detect_architecture,
+    prediction_type_from_metadata,
+    prediction_type_from_yaml,
+    validate_prediction_type,
+)
+from .component_configs import (
+    build_scheduler,
+    default_component_configs,
+    load_clip_tokenizer,
+    merge_configs,
+    tokenizer_pads,
+)
+from .safe_load import (
+    load_state_dict,
+    read_safetensors_header,
+    write_safetensors_atomic,
+)
+from .sd_extras import derived_extras, is_ema_weight
+from .sd_keys import (
+    TEXT_ENCODERS,
+    build_key_table,
+    from_original,
+    normalize_original_keys,
+    to_original,
+)
+
+__all__ = [
+    "ArchInfo",
+    "SingleFileModel",
+    "detect_architecture",
+    "export_single_file",
+    "load_single_file",
+    "to_original_state_dict",
+]
+
+logger = logging.getLogger(__name__)
+
+_IMPLEMENTATION = {
+    "sd1": "https://github.com/CompVis/stable-diffusion",
+    "sd2": "https://github.com/Stability-AI/stablediffusion",
+    "sdxl": "sgm",
+}
+
+
+@dataclass
+class SingleFileModel:
+    """A loaded checkpoint: its architecture, ready components, metadata and leftovers.
+
+    ``components`` uses diffusers pipeline names: ``unet``, ``vae``, ``text_encoder``,
+    ``tokenizer``, ``scheduler`` and, for SDXL, ``text_encoder_2`` / ``tokenizer_2``.
+    ``extras`` holds the file's tensors that no component owns (DDPM buffers, CLIP
+    ``position_ids``, OpenCLIP ``logit_scale``, ...); pass them to :func:`export_single_file`
+    as ``extra_tensors`` to write them back unchanged. The UNet's EMA copy
+    (``model_ema.diffusion_model*``), present in unpruned checkpoints, is not loaded.
+    """
+
+    arch: ArchInfo
+    components: dict[str, Any]
+    metadata: dict[str, str] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _empty_model(name: str, config: Mapping[str, Any]) -> torch.nn.Module:
+    """Build a component on the meta device (no memory for weights; buffers stay real)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    with init_empty_weights():
+        if name == "unet":
+            return UNet2DConditionModel.from_config(dict(config))
+        if name == "vae":
+            return AutoencoderKL.from_config(dict(config))
+        text_config = CLIPTextConfig.from_dict(dict(config))
+        with_projection = "CLIPTextModelWithProjection" in config.get("architectures", [])
+        model_cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+        return model_cls(text_config)
+
+
+def _model_names(family: str) -> list[str]:
+    return ["unet", "vae", *TEXT_ENCODERS[family]]
+
+
+def _resolve_prediction(
+    path: Path,
+    arch: ArchInfo,
+    shapes: Mapping[str, tuple[int, ...]],
+    metadata: Mapping[str, str],
+    explicit: str | None,
+) -> PredictionType:
+    """Explicit argument > the file's own metadata > sidecar .yaml > family default."""
+    if explicit is not None:
+        return validate_prediction_type(explicit)
+    stated = prediction_type_from_metadata(shapes, metadata) or prediction_type_from_yaml(path)
+    if stated is not None:
+        return stated
+    if arch.prediction_type is not None:
+        return arch.prediction_type
+    warnings.warn(
+        f"{path.name}: cannot tell whether this SD 2.x model predicts epsilon or v (no "
+        f"ModelSpec metadata, no {path.with_suffix('.yaml').name}); assuming epsilon. 768 px "
+        f"SD 2.x models are v models: pass prediction_type='v_prediction' for those.",
+        stacklevel=3,
+    )
+    return "epsilon"
+
+
+def _cast(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    if dtype is None:
+        return dict(state)
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+
+
+def _owned(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A freshly allocated copy in ``dtype`` (floating point) for a model parameter.
+
+    Tensors read from a safetensors file may be views into the file mapping at unaligned
+    offsets, and q/k/v splits are views of one packed tensor; owned, allocator-aligned
+    storage keeps the loaded model's numerics identical to a model built in memory (CPU
+    kernels pick different SIMD paths for unaligned data) and frees the file mapping.
+    """
+    if tensor.is_floating_point() and tensor.dtype != dtype:
+        return tensor.to(dtype)
+    return tensor.clone(memory_format=torch.contiguous_format)
+
+
+def _assign_weights(
+    name: str, model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str
+) -> None:
+    expected = model.state_dict()
+    for key, tensor in state.items():
+        want = tuple(expected[key].shape)
+        if tuple(tensor.shape) != want:
+            raise ModelLoadError(
+                f"{source}: {name} weight {key} has shape {tuple(tensor.shape)}, the model "
+                f"config expects {want}. The checkpoint does not match the detected architecture."
+            )
+    model.load_state_dict(state, strict=True, assign=True)
+    model.eval()
+
+
+def _report_leftovers(path: Path, unused: Mapping[str, torch.Tensor]) -> None:
+    ema = sum(1 for key in unused if is_ema_weight(key))
+    if ema:
+        logger.info("%s: ignoring %d EMA weight tensors (model_ema.*)", path.name, ema)
+
+
+def load_single_file(
+    path: str | os.PathLike[str],
+    *,
+    prediction_type: str | None = None,
+    torch_dtype: torch.dtype = torch.float32,
+    component_configs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> SingleFileModel:
+    """Load a single-file SD 1.x / 2.x / SDXL checkpoint (safetensors only) into components.
+
+    ``prediction_type`` ("epsilon" or "v_prediction") overrides what the file says; without
+    it the file's ModelSpec metadata, then a sidecar ``.yaml``, then the family default is
+    used (SD 2.x files with no hint are assumed epsilon, with a warning).
+    ``component_configs`` overrides keys of the shipped configs per component (for models
+    whose sizes differ from the official ones). Pickles raise ``UnsafeCheckpointError``.
+    """
+    file = Path(path)
+    header = read_safetensors_header(file)
+    metadata = {str(k): str(v) for k, v in (header.get("__metadata__") or {}).items()}
+    shapes = normalize_original_keys(
+        {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    )
+    arch = detect_architecture(shapes, metadata)
+    arch = replace(
+        arch, prediction_type=_resolve_prediction(file, arch, shapes, metadata, prediction_type)
+    )
+    configs = merge_configs(default_component_configs(arch), component_configs)
+    models = {name: _empty_model(name, configs[name]) for name in _model_names(arch.family)}
+    table = build_key_table(
+        arch.family,
+        {name: list(model.state_dict()) for name, model in models.items()},
+        unet_config=models["unet"].config,
+        vae_config=models["vae"].config,
+    )
+    state = normalize_original_keys(load_state_dict(file, include=lambda k: not is_ema_weight(k)))
+    parts, missing, unused = from_original(table, state)
+    del state
+    if missing:
+        raise ModelLoadError(
+            f"{file.name} looks like an {arch.modelspec_architecture} checkpoint but lacks "
+            f"{len(missing)} of its tensors (e.g. {missing[:3]}); it may be incomplete or a "
+            f"different variant."
+        )
+    for name, model in models.items():
+        owned = {key: _owned(tensor, torch_dtype) for key, tensor in parts.pop(name).items()}
+        _assign_weights(name, model, owned, file.name)
+    _report_leftovers(file, unused)
+    components: dict[str, Any] = dict(models)
+    for tokenizer_name, pad in tokenizer_pads(arch.family).items():
+        components[tokenizer_name] = load_clip_tokenizer(pad)
+    components["scheduler"] = build_scheduler(configs["scheduler"])
+    return SingleFileModel(
+        arch=arch,
+        components=components,
+        metadata=metadata,
+        extras={k: v.clone() for k, v in unused.items() if not is_ema_weight(k)},
+    )
+
+
+def _check_components(components: Mapping[str, Any], arch: ArchInfo) -> None:
+    for name in _model_names(arch.family):
+        model = components.get(name)
+        if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+            raise InvalidRequestError(
+                f"export needs a '{name}' model (diffusers/transformers, with .config) for "
+                f"{arch.family}; got {type(model).__name__}."
+            )
+    in_channels = components["unet"].config.in_channels
+    if (in_channels == 9) != arch.inpainting:
+        raise InvalidRequestError(
+            f"arch.inpainting={arch.inpainting} but the UNet takes {in_channels} input channels."
+        )
+    if arch.prediction_type is None:
+        raise InvalidRequestError("arch.prediction_type must be set to export.")
+
+
+def modelspec_metadata(arch: ArchInfo, title: str) -> dict[str, str]:
+    """SAI ModelSpec 1.0.0 keys for ``arch`` (https://github.com/Stability-AI/ModelSpec)."""
+    return {
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": arch.modelspec_architecture,
+        "modelspec.implementation": _IMPLEMENTATION[arch.family],
+        "modelspec.title": title,
+        "modelspec.resolution": f"{arch.resolution}x{arch.resolution}",
+        # ModelSpec spells the two targets "epsilon" and "v".
+        "modelspec.prediction_type": "v" if arch.prediction_type == "v_prediction" else "epsilon",
+    }
+
+
+def to_original_state_dict(
+    components: Mapping[str, Any],
+    arch: ArchInfo,
+    *,
+    extra_tensors: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The original-layout state dict :func:`export_single_file` writes (without casting).
+
+    Works on meta-device models too, which gives the exact key set and shapes of a
+    full-size export without allocating it.
+    """
+    _check_components(components, arch)
+    states = {name: components[name].state_dict() for name in _model_names(arch.family)}
+    table = build_key_table(
+        arch.family,
+        {name: list(state) for name, state in states.items()},
+        unet_config=components["unet"].config,
+        vae_config=components["vae"].config,
+    )
+    tensors = to_original(table, states)
+    scheduler = components.get("scheduler")
+    scheduler_config = (
+        scheduler.config if scheduler is not None else default_component_configs(arch)["scheduler"]
+    )
+    extras = derived_extras(
+        arch.family,
+        scheduler_config=scheduler_config,
+        max_position_embeddings=components["text_encoder"].config.max_position_embeddings,
+    )
+    extras.update(extra_tensors or {})
+    for key, value in extras.items():
+        tensors.setdefault(key, value)  # component weights always win over carried extras
+    return tensors
+
+
+def export_single_file(
+    components: Mapping[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    arch: ArchInfo,
+    dtype: torch.dtype | None = None,
+    metadata: Mapping[str, str] | None = None,
+    extra_tensors: Mapping[str, torch.Tensor] | None = None,
+    overwrite: bool = False,
+) -> int:
+    """Write ``components`` as one original-layout safetensors file; return the tensor count.
+
+    Writes every component tensor, the derivable extras of an official checkpoint (DDPM
+    schedule buffers, CLIP ``position_ids``, EMA bookkeeping placeholders for SD 1.x/2.x),
+    then ``extra_tensors`` (e.g. ``SingleFileModel.extras``) for keys the components do not
+    cover. ``dtype`` casts floating-point tensors; ``metadata`` is merged over the ModelSpec
+    keys. The file is written to a temporary name and renamed into place; an existing file
+    is only replaced with ``overwrite=True``.
+    """
+    tensors = to_original_state_dict(components, arch, extra_tensors=extra_tensors)
+    target = Path(path)
+    header = modelspec_metadata(arch, title=target.stem)
+    for key, value in (metadata or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidRequestError(f"metadata must map str to str; got {key!r}: {value!r}")
+        header[key] = value
+    write_safetensors_atomic(_cast(tensors, dtype), target, metadata=header, overwrite=overwrite)
+    return len(tensors)
