@@ -5,12 +5,14 @@ from __future__ import annotations
 import socket
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from limner.checkpoints import single_file
 from limner.checkpoints.safe_load import (
     load_state_dict,
     read_safetensors_metadata,
@@ -212,8 +214,14 @@ def test_prediction_type_sources(tmp_path: Path) -> None:
     )
     shapes, metadata = read_safetensors_shapes(bare), read_safetensors_metadata(bare)
     assert detect_architecture(shapes, metadata).prediction_type is None  # SD 2: unknown
-    with pytest.warns(UserWarning, match="assuming epsilon"):
-        assert load_single_file(bare, component_configs=configs).arch.prediction_type == "epsilon"
+    # No hint at all: the loaded UNet is asked (see test_probe_v_prediction).
+    for answer, expected in ((True, "v_prediction"), (False, "epsilon")):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(single_file, "probe_v_prediction", lambda unet, a=answer: a)
+            sizes_only = {k: v for k, v in configs.items() if k != "scheduler"}
+            probed = load_single_file(bare, component_configs=sizes_only)
+        assert probed.arch.prediction_type == expected
+        assert probed.components["scheduler"].config.prediction_type == expected
     loaded = load_single_file(bare, prediction_type="v", component_configs=configs)
     assert loaded.arch.prediction_type == "v_prediction"
     assert loaded.components["scheduler"].config.prediction_type == "v_prediction"
@@ -307,3 +315,22 @@ def test_export_validates_components(tmp_path: Path) -> None:
         export_single_file(
             components, tmp_path / "x.safetensors", arch=ArchInfo("sd1"), metadata={"a": 1}
         )
+
+
+class _FakeUNet(torch.nn.Module):
+    """Answers the probe like an epsilon model (returns its input) or a v model (about -x0)."""
+
+    def __init__(self, v_model: bool) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.v_model = v_model
+        self.config = SimpleNamespace(in_channels=4, cross_attention_dim=1024)
+
+    def forward(self, x, t, encoder_hidden_states, return_dict=False):
+        assert int(t[0]) == 999 and encoder_hidden_states.shape[-1] == 1024
+        return ((torch.full_like(x, -2.0) if self.v_model else x.clone()),)
+
+
+@pytest.mark.parametrize("v_model", [True, False])
+def test_probe_v_prediction(v_model: bool) -> None:
+    assert single_file.probe_v_prediction(_FakeUNet(v_model)) is v_model

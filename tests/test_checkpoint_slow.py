@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from pathlib import Path
@@ -69,3 +70,21 @@ def test_full_size_sd15_export_load_same_outputs(tmp_path: Path) -> None:
         f"({path.stat().st_size / 2**30:.2f} GiB), load {done - exported:.1f}s, "
         f"forward checks {time.perf_counter() - done:.1f}s, peak RSS {_peak_rss_gib():.1f} GiB"
     )
+    del components, loaded
+
+    # The same file through the public path a user takes: registered by name, listed with
+    # its architecture, and generating through `limner generate --model NAME`.
+    from limner import api, cli
+
+    registered = Path(os.environ["LIMNER_HOME"]) / "models" / "sd15-random.safetensors"
+    registered.parent.mkdir(parents=True, exist_ok=True)
+    registered.symlink_to(path)
+    listed = {m.name: m for m in api.list_models()}
+    assert listed["sd15-random"].architecture == "stable-diffusion-v1"
+    out = tmp_path / "full.png"
+    args = ["generate", "a red apple", "--model", "sd15-random", "-W", "64", "-H", "64"]
+    assert cli.main([*args, "--steps", "2", "--seed", "3", "-o", str(out)]) == 0
+    info = api.image_info(out)
+    assert info.settings["Model"] == "sd15-random" and info.settings["Size"] == "64x64"
+    assert info.settings["Model hash"] == listed["sd15-random"].short_hash
+    api._cache.clear()

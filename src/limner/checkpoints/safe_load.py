@@ -51,7 +51,10 @@ _SAFETENSORS_DTYPE_BYTES = {
 def convert_command(src: str | os.PathLike[str]) -> str:
     """The CLI command we tell users to run for a pickle checkpoint."""
     src_path = Path(src)
-    return f"limner convert {src_path} {src_path.with_suffix('.safetensors')}"
+    dst = src_path.with_suffix(".safetensors")
+    if dst == src_path:  # a pickle that was renamed .safetensors
+        dst = src_path.with_name(f"{src_path.stem}-converted.safetensors")
+    return f"limner convert {src_path} {dst}"
 
 
 def _require_file(path: Path) -> None:

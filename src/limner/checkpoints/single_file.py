@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,6 +41,7 @@ from .component_configs import (
 from .safe_load import (
     load_state_dict,
     read_safetensors_header,
+    sniff_format,
     write_safetensors_atomic,
 )
 from .sd_extras import derived_extras, is_ema_weight
@@ -122,15 +122,23 @@ def _resolve_prediction(
     stated = prediction_type_from_metadata(shapes, metadata) or prediction_type_from_yaml(path)
     if stated is not None:
         return stated
-    if arch.prediction_type is not None:
-        return arch.prediction_type
-    warnings.warn(
-        f"{path.name}: cannot tell whether this SD 2.x model predicts epsilon or v (no "
-        f"ModelSpec metadata, no {path.with_suffix('.yaml').name}); assuming epsilon. 768 px "
-        f"SD 2.x models are v models: pass prediction_type='v_prediction' for those.",
-        stacklevel=3,
-    )
-    return "epsilon"
+    return arch.prediction_type  # None for SD 2.x without a hint: probed once loaded
+
+
+@torch.no_grad()
+def probe_v_prediction(unet: torch.nn.Module) -> bool:
+    """Whether an SD 2.x UNet predicts v, by how it answers a flat grey input at the
+    noisiest timestep (the test A1111 uses for SD 2.x files without a config).
+
+    At t=999 the input is almost pure noise, so an epsilon model returns about the input
+    itself, while a v model (v = alpha*eps - sigma*x0, alpha ~ 0) returns about -x0: far
+    below the input.
+    """
+    param = next(unet.parameters())
+    x = torch.full((1, unet.config.in_channels, 8, 8), 0.5, dtype=param.dtype)
+    context = torch.full((1, 2, unet.config.cross_attention_dim), 0.5, dtype=param.dtype)
+    out = unet(x, torch.tensor([999]), encoder_hidden_states=context, return_dict=False)[0]
+    return (out - x[:, : out.shape[1]]).mean().item() < -1.0
 
 
 def _cast(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
@@ -171,6 +179,25 @@ def _report_leftovers(path: Path, unused: Mapping[str, torch.Tensor]) -> None:
     ema = sum(1 for key in unused if is_ema_weight(key))
     if ema:
         logger.info("%s: ignoring %d EMA weight tensors (model_ema.*)", path.name, ema)
+
+
+def describe_checkpoint(path: str | os.PathLike[str]) -> str:
+    """A one-line architecture description from the file's header alone (no weights read),
+    e.g. "stable-diffusion-v1" or "stable-diffusion-v2-768-v"; pickles are named as such."""
+    file = Path(path)
+    if sniff_format(file) == "pickle":
+        return "pickle checkpoint (convert it with `limner convert`)"
+    header = read_safetensors_header(file)
+    metadata = {str(k): str(v) for k, v in (header.get("__metadata__") or {}).items()}
+    shapes = normalize_original_keys(
+        {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    )
+    arch = detect_architecture(shapes, metadata)
+    if arch.prediction_type is None:
+        arch = replace(arch, prediction_type=prediction_type_from_yaml(file))
+    if arch.prediction_type is None:
+        return f"{arch.family} (prediction type decided at load)"
+    return arch.modelspec_architecture
 
 
 def load_single_file(
@@ -219,6 +246,13 @@ def load_single_file(
         owned = {key: _owned(tensor, torch_dtype) for key, tensor in parts.pop(name).items()}
         _assign_weights(name, model, owned, file.name)
     _report_leftovers(file, unused)
+    if arch.prediction_type is None:
+        probed = "v_prediction" if probe_v_prediction(models["unet"]) else "epsilon"
+        logger.info("%s: no prediction type stated; the UNet answers as %s", file.name, probed)
+        arch = replace(arch, prediction_type=probed)
+        configs = merge_configs(default_component_configs(arch), component_configs)
+        # v models of SD 2.x are the 768 px ones: the default size follows.
+        models["unet"].register_to_config(sample_size=configs["unet"]["sample_size"])
     components: dict[str, Any] = dict(models)
     for tokenizer_name, pad in tokenizer_pads(arch.family).items():
         components[tokenizer_name] = load_clip_tokenizer(pad)
