@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import UNet2DConditionModel
 from PIL import Image
 from scipy.ndimage import distance_transform_edt
 
@@ -76,20 +75,7 @@ def test_samplers_differ(tiny_sd1):
 def _lcm_model(tmp_path: Path):
     """The tiny SD 1.x model with a guidance-distilled (LCM) UNet: it takes the guidance
     scale as an embedding (time_cond_proj_dim)."""
-    components = sd1_components(tmp_path)
-    torch.manual_seed(1)
-    components["unet"] = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        norm_num_groups=32,
-        time_cond_proj_dim=32,
-    ).eval()
+    components = sd1_components(tmp_path, seed=1, time_cond_proj_dim=32)
     return bundle_from_components(components, name="tiny-lcm")
 
 

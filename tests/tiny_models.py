@@ -88,7 +88,10 @@ def tiny_vae() -> AutoencoderKL:
     )
 
 
-def sd1_components(tmp: Path, *, in_channels: int = 4, seed: int = 0) -> dict:
+def sd1_components(
+    tmp: Path, *, in_channels: int = 4, seed: int = 0, time_cond_proj_dim: int | None = None
+) -> dict:
+    """`time_cond_proj_dim`: a guidance-distilled (LCM) UNet that embeds the guidance scale."""
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64),
@@ -100,6 +103,7 @@ def sd1_components(tmp: Path, *, in_channels: int = 4, seed: int = 0) -> dict:
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=32,
         norm_num_groups=32,
+        time_cond_proj_dim=time_cond_proj_dim,
     )
     vae = tiny_vae()
     tokenizer = tiny_clip_tokenizer(tmp / "tokenizer")
