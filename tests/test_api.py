@@ -129,6 +129,25 @@ def test_random_seed_is_recorded(tiny_sd1):
     assert f"Seed: {result.seed}," in result.infotext
 
 
+def test_eta_zero_turns_euler_a_into_euler(tiny_sd1):
+    """Euler a with no ancestral noise is the Euler step, from the same initial noise."""
+    [plain] = api.generate(req(tiny_sd1, sampler="Euler"))
+    [no_noise] = api.generate(req(tiny_sd1, sampler="Euler a", eta=0.0))
+    [default] = api.generate(req(tiny_sd1, sampler="Euler a"))
+    [half] = api.generate(req(tiny_sd1, sampler="Euler a", eta=0.5))
+    assert np.abs(array(no_noise.image) - array(plain.image)).max() <= 1
+    assert np.abs(array(half.image) - array(no_noise.image)).max() > 8
+    assert np.abs(array(half.image) - array(default.image)).max() > 8
+    # A1111 writes Eta only when it differs from the ancestral default, 1
+    assert "Eta: 0.5," in half.infotext
+    assert "Eta" not in default.infotext
+
+
+def test_eta_is_refused_by_samplers_that_take_none(tiny_sd1):
+    with pytest.raises(InvalidRequestError, match="takes no eta.*DDIM"):
+        api.generate(req(tiny_sd1, sampler="UniPC", eta=0.3))
+
+
 def test_request_as_dict_is_validated(tiny_sd1):
     with pytest.raises(InvalidRequestError, match="stepz"):
         api.generate({"prompt": PROMPT, "model": tiny_sd1, "stepz": 3})

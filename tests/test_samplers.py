@@ -12,6 +12,7 @@ from diffusers import (
 from limner.diffusion.samplers import (
     SAMPLERS,
     ScheduleType,
+    ancestral_sigmas,
     make_scheduler,
     resolve_sampler,
     sampler_names,
@@ -50,7 +51,7 @@ def test_combined_name_sets_the_schedule():
 
 def test_names_are_case_insensitive_and_schedule_is_separate():
     resolved = resolve_sampler("euler A", "automatic")
-    assert resolved.spec.scheduler_class is EulerAncestralDiscreteScheduler
+    assert issubclass(resolved.spec.scheduler_class, EulerAncestralDiscreteScheduler)
     assert resolved.schedule is ScheduleType.AUTOMATIC
     assert not make_scheduler(resolved, SCHEDULER_CONFIG).config.get("use_karras_sigmas", False)
 
@@ -86,3 +87,26 @@ def test_unknown_schedule_type_is_refused():
 def test_v_prediction_comes_from_the_model_config():
     config = {**SCHEDULER_CONFIG, "prediction_type": "v_prediction"}
     assert make_scheduler(resolve_sampler("UniPC"), config).config.prediction_type == "v_prediction"
+
+
+def test_samplers_that_declare_an_eta_are_those_whose_step_takes_one():
+    """A request's eta is refused for samplers that declare none, so the declaration must
+    match what the scheduler's step really accepts."""
+    import inspect
+
+    for name, spec in SAMPLERS.items():
+        takes = "eta" in inspect.signature(spec.scheduler_class.step).parameters
+        assert takes == (spec.eta is not None), name
+
+
+@pytest.mark.parametrize("sigma_from,sigma_to", [(14.6, 9.7), (1.2, 0.6), (0.3, 0.0)])
+def test_ancestral_step_keeps_the_variance_and_reduces_to_euler(sigma_from, sigma_to):
+    down, up = ancestral_sigmas(sigma_from, sigma_to, 1.0)
+    assert down**2 + up**2 == pytest.approx(sigma_to**2)
+    # k-diffusion's full ancestral step, which diffusers' Euler a takes
+    expected_up = (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5
+    assert up == pytest.approx(expected_up)
+    assert ancestral_sigmas(sigma_from, sigma_to, 0.0) == (pytest.approx(sigma_to), 0.0)
+    half_down, half_up = ancestral_sigmas(sigma_from, sigma_to, 0.5)
+    assert half_up == pytest.approx(up / 2)
+    assert half_down**2 + half_up**2 == pytest.approx(sigma_to**2)

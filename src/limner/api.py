@@ -37,6 +37,7 @@ from limner.pipelines import latent as pipelines
 from limner.pipelines.steps import tensor_to_pil
 from limner.pngmeta import read_png_metadata, save_png
 from limner.requests import GenerationRequest, Mode, Outpaint, parse_request
+from limner.runtime.device import DeepCacheOptions, Precision, RuntimeOptions
 
 __all__ = [
     "Cancelled",
@@ -45,6 +46,9 @@ __all__ = [
     "Mode",
     "Outpaint",
     "Progress",
+    "RuntimeOptions",
+    "DeepCacheOptions",
+    "Precision",
     "convert_checkpoint",
     "generate",
     "image_info",
@@ -76,11 +80,14 @@ class GeneratedImage:
                 "seed": self.seed,
                 "model_sha256": self.model_sha256,
                 "limner": __version__,
+                "runtime": self.runtime,
             },
             sort_keys=True,
         )
 
     model_sha256: str | None = None
+    clip_score: float | None = None  # set when the image was kept among ranked candidates
+    runtime: dict | None = None  # the speed settings that made it (precision resolved)
 
 
 @dataclass
@@ -97,20 +104,60 @@ _cache: dict[tuple, LatentDiffusionModel] = {}
 
 
 def load(
-    model: str | os.PathLike | None = None, *, prediction_type: str | None = None
+    model: str | os.PathLike | None = None,
+    *,
+    prediction_type: str | None = None,
+    runtime: RuntimeOptions | None = None,
 ) -> LatentDiffusionModel:
-    """Load a model by path or registered name (None: the built-in model), cached."""
+    """Load a model by path or registered name (None: the built-in model), cached, and put
+    it on the fast path `runtime` asks for (default: chosen for this CPU)."""
+    from limner.pipelines.steps import text_encoders_released
+    from limner.runtime.device import resolve_runtime
+    from limner.runtime.prepare import prepare_model
+
+    runtime = runtime or RuntimeOptions()
     ref = resolve_model(model)
-    key = (ref.kind, str(ref.path), prediction_type)
+    key = (ref.kind, str(ref.path), prediction_type, runtime.model_key())
+    if key in _cache and text_encoders_released(_cache[key]):
+        del _cache[key]  # released to save memory: the next prompt needs them again
     if key not in _cache:
         _cache.clear()
-        loaded = load_model(ref, prediction_type=prediction_type)
+        resolved = resolve_runtime(runtime)
+        loaded = load_model(ref, prediction_type=prediction_type, torch_dtype=resolved.dtype)
+        prepare_model(loaded, resolved)
         if loaded.sha256 is None and ref.path is not None:
             loaded.sha256 = model_sha256(ref)
         _cache[key] = loaded
     model = _cache[key]
     model.name = ref.name  # one file may be registered under several names
     return model
+
+
+def _runtime_record(runtime: RuntimeOptions | None, model: LatentDiffusionModel) -> dict:
+    """The runtime options to store with an image, "auto" replaced by what ran, so that
+    `generate_from` remakes it with the same numerics on another machine."""
+    record = (runtime or RuntimeOptions()).to_dict()
+    record["precision"] = "bf16" if model.dtype == torch.bfloat16 else "fp32"
+    for machine_only in ("threads", "release_text_encoder"):
+        record.pop(machine_only)
+    return record
+
+
+def _speed(runtime: RuntimeOptions | None, model: LatentDiffusionModel) -> pipelines.Speed:
+    """The per-run speed settings of `runtime` for `model`."""
+    from limner.runtime.memory import memory_is_tight
+    from limner.runtime.tiny_decoder import cached_tiny_decoder
+
+    runtime = runtime or RuntimeOptions()
+    release = runtime.release_text_encoder
+    if release is None:
+        release = memory_is_tight()
+    tiny = None
+    if runtime.fast_decode:
+        tiny = cached_tiny_decoder(runtime.tiny_decoder, dtype=model.dtype)
+    return pipelines.Speed(
+        deepcache=runtime.deepcache, tiny_decoder=tiny, release_text_encoder=release
+    )
 
 
 def model_sha256(ref: ModelRef) -> str | None:
@@ -182,15 +229,22 @@ def generate(
     model: LatentDiffusionModel | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    runtime: RuntimeOptions | None = None,
 ) -> list[GeneratedImage]:
     """Run a request: batch_count batches of batch_size images, seeds seed, seed+1, ..."""
     req = parse_request(request) if isinstance(request, dict) else request
     req = req.with_seed()
     sampler = resolve_sampler(req.sampler, req.schedule)  # fail before loading a model
+    if req.eta is not None and sampler.spec.eta is None:
+        takes_eta = ", ".join(name for name, spec in SAMPLERS.items() if spec.eta is not None)
+        raise InvalidRequestError(
+            f"sampler {sampler.spec.name!r} takes no eta; samplers that do: {takes_eta}"
+        )
+    scorer = _ranker(req)  # a bad CLIP folder fails before any image is made
     if model is None:
         resolve_model(req.model)  # an unknown model name fails before any file is read
-        inputs = _read_inputs(req, lambda: load(req.model).default_size)
-        model = load(req.model)
+        inputs = _read_inputs(req, lambda: load(req.model, runtime=runtime).default_size)
+        model = load(req.model, runtime=runtime)
     else:
         inputs = _read_inputs(req, lambda: model.default_size)
     f = model.vae_scale_factor
@@ -198,16 +252,16 @@ def generate(
         raise InvalidRequestError(f"width and height must be multiples of {f} for this model")
     sampling = _sampling(req, inputs)
     results: list[GeneratedImage] = []
-    for batch in range(req.batch_count):
+    for batch in range(req.batch_runs):
         first = batch * req.batch_size
         seeds = [req.seed + first + j for j in range(req.batch_size)]
         hooks = pipelines.Hooks(
-            callback=(lambda event, b=batch: on_progress(Progress(b, req.batch_count, event)))
+            callback=(lambda event, b=batch: on_progress(Progress(b, req.batch_runs, event)))
             if on_progress
             else None,
             should_stop=should_stop,
         )
-        pixels = _run_batch(model, req, sampling, seeds, inputs, hooks)
+        pixels = _run_batch(model, req, sampling, seeds, inputs, hooks, _speed(runtime, model))
         for j, image in enumerate(tensor_to_pil(pixels)):
             if inputs.mask is not None and req.keep_unmasked:
                 image = overlay_unmasked(image, inputs.image, inputs.mask, req.mask_blur)
@@ -219,17 +273,39 @@ def generate(
                     request=req,
                     infotext=_infotext(req, model, sampler, seeds[j], inputs),
                     model_sha256=model.sha256,
+                    runtime=_runtime_record(runtime, model),
                 )
             )
+    if scorer is not None:
+        results = _keep_best(results, req, scorer)
     return results
 
 
-def _run_batch(model, req, sampling, seeds, inputs, hooks) -> torch.Tensor:
+def _ranker(req: GenerationRequest):
+    if req.candidates is None:
+        return None
+    from limner.ranking import cached_clip
+
+    return cached_clip(req.clip)
+
+
+def _keep_best(results: list[GeneratedImage], req: GenerationRequest, scorer) -> list[GeneratedImage]:
+    """The `keep` candidates with the highest CLIP score, best first; each keeps its seed
+    and index, so `generate_from` remakes it."""
+    from limner.ranking import best_indices
+
+    scores = scorer.scores(req.prompt, [r.image for r in results])
+    for r, score in zip(results, scores, strict=True):
+        r.clip_score = score
+    return [results[i] for i in best_indices(scores, req.keep)]
+
+
+def _run_batch(model, req, sampling, seeds, inputs, hooks, speed) -> torch.Tensor:
     if req.mode is Mode.TXT2IMG:
-        return pipelines.txt2img(model, sampling, seeds, hooks)
+        return pipelines.txt2img(model, sampling, seeds, hooks, speed)
     if req.mode is Mode.IMG2IMG:
-        return pipelines.img2img(model, sampling, seeds, inputs.image, hooks)
-    return pipelines.inpaint(model, sampling, seeds, inputs.image, inputs.mask, hooks)
+        return pipelines.img2img(model, sampling, seeds, inputs.image, hooks, speed)
+    return pipelines.inpaint(model, sampling, seeds, inputs.image, inputs.mask, hooks, speed)
 
 
 def _infotext(
@@ -253,6 +329,7 @@ def _infotext(
         clip_skip=req.clip_skip,
         mask_blur=req.mask_blur if inputs.mask is not None else None,
         rng="CPU",
+        eta=req.eta if sampler.spec.name != "DDIM" else None,
         eta_ddim=req.eta if sampler.spec.name == "DDIM" else None,
         version=f"limner {__version__}",
     )
@@ -331,7 +408,18 @@ def generate_from(path: str | os.PathLike, **kwargs) -> GeneratedImage:
     batch = index // req.batch_size
     # Re-run only the batch that held the image: a batch is one UNet call, and the same
     # rows give the same floats, so the PNG comes out byte for byte the same.
-    single = req.model_copy(update={"seed": req.seed + batch * req.batch_size, "batch_count": 1})
+    single = req.model_copy(
+        update={
+            "seed": req.seed + batch * req.batch_size,
+            "batch_count": 1,
+            "candidates": None,  # one candidate's batch, remade without ranking
+            "keep": 1,
+            "clip": None,
+        }
+    )
+    if kwargs.get("runtime") is None:
+        stored = read_png_metadata(path).request.get("runtime")
+        kwargs["runtime"] = RuntimeOptions.from_dict(stored) if stored else None
     images = generate(single, **kwargs)
     image = images[index - batch * req.batch_size]
     image.index = index
@@ -412,3 +500,10 @@ def convert_checkpoint(
 
 def known_samplers() -> dict[str, str]:
     return {name: spec.description for name, spec in SAMPLERS.items()}
+
+
+def known_schedules() -> list[str]:
+    """Schedule types by their A1111 names (Automatic: the sampler's own default)."""
+    from limner.diffusion.samplers import ScheduleType
+
+    return [schedule.value for schedule in ScheduleType]

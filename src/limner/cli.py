@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from limner.errors import InputFileError, InvalidRequestError, LimnerError
+from limner.runtime.cli_options import add_speed_arguments, runtime_from_args, runtime_if_given
 
 EPILOG = "Models: a .safetensors file, a diffusers folder, or a name in $LIMNER_HOME/models."
 
@@ -70,7 +71,10 @@ def _add_generation_options(parser: argparse.ArgumentParser, *, mode: str) -> No
         "--batch-count", type=int, default=1, help="batches run one after another (default 1)"
     )
     g.add_argument(
-        "--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 ancestral (default 0)"
+        "--eta",
+        type=float,
+        default=None,
+        help="noise multiplier: DDIM (default 0: deterministic) and Euler a (default 1)",
     )
     g.add_argument(
         "--clip-skip",
@@ -85,6 +89,20 @@ def _add_generation_options(parser: argparse.ArgumentParser, *, mode: str) -> No
         help="a .png file or a folder (default: $LIMNER_HOME/outputs)",
     )
     g.add_argument("--list-samplers", action="store_true", help="list the samplers and exit")
+    r = parser.add_argument_group("ranking (as DALL-E: make several, keep the best by CLIP score)")
+    r.add_argument(
+        "--candidates", type=int, default=None, metavar="N", help="make N images and rank them"
+    )
+    r.add_argument(
+        "--keep", type=int, default=None, metavar="K", help="keep the K best candidates (default 1)"
+    )
+    r.add_argument(
+        "--clip",
+        default=None,
+        metavar="PATH",
+        help="CLIP model folder, transformers format (default: limner's small CLIP)",
+    )
+    add_speed_arguments(parser)
     if mode == "txt2img":
         g.add_argument(
             "--from",
@@ -164,6 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.set_defaults(handler=_convert)
     p = sub.add_parser(
+        "serve",
+        help="run the HTTP server: web studio, native, A1111 and OpenAI APIs",
+        description="Run limner as a local service: the web studio at /, the native API "
+        "at /api/v1, A1111's at /sdapi/v1 and OpenAI's at /v1/images, with a durable queue.",
+        epilog=EPILOG,
+    )
+    from limner.server.cli import add_arguments as add_serve_arguments
+
+    add_serve_arguments(p)
+    p.set_defaults(handler=_serve)
+    p = sub.add_parser(
         "data", help="build training datasets", description="build training datasets"
     )
     data_sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
@@ -177,7 +206,132 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_emoji_arguments(p)
     p.set_defaults(handler=_data_emoji)
+    _add_train_command(sub)
+    _add_eval_command(sub)
+    p = sub.add_parser(
+        "bench",
+        help="measure limner against stock diffusers on this machine",
+        description="Run limner and stock diffusers (fp32, its defaults) on the same model, "
+        "prompt, seed, size, steps and sampler, alternating, and print per-step and "
+        "per-image times, peak memory, their ratio and the UNet's compute bound. "
+        "--arch builds a full-size architecture with random weights (no download).",
+        epilog=EPILOG,
+    )
+    from limner.bench import add_arguments as add_bench_arguments
+
+    add_bench_arguments(p)
+    p.set_defaults(handler=_bench)
     return parser
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from limner.bench import run
+
+    return run(args)
+
+
+def _add_eval_command(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="score a model on the held-out emoji prompts with the evaluator",
+        description="Draw the held-out prompts of the emoji dataset and score the pictures "
+        "with the evaluator (trained on real renders only): recognition of single emoji, "
+        "placement in scenes, held-out synonyms, a Frechet distance; real renders of the "
+        "same scenes give the ceiling.",
+        epilog=EPILOG,
+    )
+    p.add_argument("-m", "--model", default=None, help="model (default: the built-in model)")
+    p.add_argument(
+        "--quick", action="store_true", help="20 prompts instead of 200 (about a minute)"
+    )
+    p.add_argument("--count", type=int, default=None, help="held-out prompts to draw")
+    p.add_argument("--steps", type=int, default=25, help="sampling steps (default 25)")
+    p.add_argument(
+        "-g", "--guidance", dest="guidance_scale", type=float, default=7.0, help="(default 7)"
+    )
+    p.add_argument("-s", "--sampler", default="DPM++ 2M", help="sampler (default DPM++ 2M)")
+    p.add_argument("--seed", type=int, default=0, help="prompt i is drawn with seed + i")
+    p.add_argument(
+        "--data", type=Path, default=None, help="dataset folder (default: built in the cache)"
+    )
+    p.add_argument(
+        "--evaluator", type=Path, default=None, help="evaluator folder (default: built-in)"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--real-only",
+        action="store_true",
+        help="score only the real renders (the evaluator's accuracy: the ceiling)",
+    )
+    p.add_argument(
+        "--grid", type=Path, default=None, help="also write a PNG grid of the first 20 prompts"
+    )
+    p.set_defaults(handler=_eval)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from limner.evaluation.run import (
+        FULL_COUNT,
+        QUICK_COUNT,
+        EvalConfig,
+        evaluate,
+        format_report,
+        save_grid,
+    )
+
+    count = args.count or (QUICK_COUNT if args.quick else FULL_COUNT)
+    cfg = EvalConfig(
+        model=args.model,
+        data=args.data,
+        evaluator=args.evaluator,
+        count=count,
+        steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        sampler=args.sampler,
+        seed=args.seed,
+        real_only=args.real_only,
+    )
+    bar = tqdm(desc="drawing", unit="image", file=sys.stderr, disable=args.real_only)
+
+    def on_image(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    report, drawn = evaluate(cfg, say=say, on_image=on_image)
+    bar.close()
+    if args.grid is not None and drawn:
+        say(f"grid: {save_grid(drawn[:20], args.grid)}")
+    print(json.dumps(report.to_json(), indent=1) if args.json else format_report(report))
+    return 0
+
+
+def _add_train_command(sub) -> None:
+    """`limner train NAME`: one subcommand per trainer registered in limner.training."""
+    from limner.training import trainers
+
+    p = sub.add_parser(
+        "train",
+        help="train the built-in model's parts",
+        description="Train the built-in model's parts on a dataset from `limner data emoji`.",
+    )
+    train_sub = p.add_subparsers(dest="trainer", metavar="PART", required=True)
+    for name, trainer in trainers().items():
+        tp = train_sub.add_parser(name, help=trainer.help, description=f"Train {trainer.help}.")
+        trainer.add_arguments(tp)
+        tp.set_defaults(handler=trainer.run)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from limner.server.cli import run
+
+    return run(args)
 
 
 def _data_emoji(args: argparse.Namespace) -> int:
@@ -209,7 +363,11 @@ def _request_from_args(args: argparse.Namespace):
         batch_count=args.batch_count,
         eta=args.eta,
         clip_skip=args.clip_skip,
+        candidates=args.candidates,
+        clip=str(Path(args.clip).expanduser().resolve()) if args.clip else None,
     )
+    if args.keep is not None:
+        fields["keep"] = args.keep
     if args.mode != "txt2img":
         fields.update(
             init_image=str(Path(args.image).expanduser().resolve()), strength=args.strength
@@ -273,7 +431,7 @@ def _generate(args: argparse.Namespace) -> int:
         return 0
     bar = _ProgressBar()
     if getattr(args, "from_image", None):
-        image = api.generate_from(args.from_image, on_progress=bar)
+        image = api.generate_from(args.from_image, on_progress=bar, runtime=runtime_if_given(args))
         bar.close()
         paths = api.save_images([image], args.output)
     else:
@@ -282,7 +440,7 @@ def _generate(args: argparse.Namespace) -> int:
                 'give a prompt, e.g. limner generate "a red apple on a table"'
             )
         request = _request_from_args(args)
-        images = api.generate(request, on_progress=bar)
+        images = api.generate(request, on_progress=bar, runtime=runtime_from_args(args))
         bar.close()
         paths = api.save_images(images, args.output)
     for path in paths:

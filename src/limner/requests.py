@@ -73,7 +73,13 @@ class GenerationRequest(BaseModel):
     seed: int | None = Field(None, ge=-1, le=MAX_SEED, description="-1 or None: random")
     batch_size: int = Field(1, ge=1, le=64)
     batch_count: int = Field(1, ge=1, le=1000)
-    eta: float = Field(0.0, ge=0.0, le=1.0)
+    eta: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="noise multiplier of DDIM (default 0) and Euler a (default 1); "
+        "None: the sampler's default",
+    )
     clip_skip: int = Field(1, ge=1, le=12)
     # img2img, inpaint, outpaint
     init_image: str | None = Field(None, description="path of the input image")
@@ -84,6 +90,14 @@ class GenerationRequest(BaseModel):
     keep_unmasked: bool = Field(True, description="paste the original pixels back outside the mask")
     # outpaint
     outpaint: Outpaint | None = None
+    # ranking, as DALL-E did: make `candidates` images, return the `keep` best by CLIP score
+    candidates: int | None = Field(
+        None, ge=2, le=256, description="images to make and rank with CLIP; None: no ranking"
+    )
+    keep: int = Field(1, ge=1, le=256, description="how many of the candidates to return")
+    clip: str | None = Field(
+        None, description="CLIP model folder (transformers format); None: limner's small CLIP"
+    )
 
     @field_validator("width", "height")
     @classmethod
@@ -98,8 +112,8 @@ class GenerationRequest(BaseModel):
 
     @field_validator("guidance_scale", "guidance_rescale", "strength", "eta")
     @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
             raise ValueError("must be a finite number")
         return value
 
@@ -112,7 +126,29 @@ class GenerationRequest(BaseModel):
             raise ValueError("inpaint needs a mask")
         if self.mode is Mode.OUTPAINT and self.outpaint is None:
             raise ValueError("outpaint needs the sides to extend")
+        self._check_ranking()
         return self
+
+    def _check_ranking(self) -> None:
+        if self.candidates is None:
+            if self.keep != 1 or self.clip is not None:
+                raise ValueError("keep and clip need candidates (the number of images to rank)")
+            return
+        if self.keep > self.candidates:
+            raise ValueError(f"cannot keep {self.keep} of {self.candidates} candidates")
+        if self.batch_count != 1:
+            raise ValueError("with candidates, leave batch_count at 1 (candidates sets the count)")
+        if self.candidates % self.batch_size:
+            raise ValueError(
+                f"candidates ({self.candidates}) must be a multiple of batch_size ({self.batch_size})"
+            )
+
+    @property
+    def batch_runs(self) -> int:
+        """Batches to run: batch_count, or as many as the candidates fill."""
+        if self.candidates is None:
+            return self.batch_count
+        return self.candidates // self.batch_size
 
     def with_seed(self) -> GenerationRequest:
         """The same request with a concrete seed (a random one for None or -1)."""
@@ -122,7 +158,8 @@ class GenerationRequest(BaseModel):
 
     @property
     def total_images(self) -> int:
-        return self.batch_size * self.batch_count
+        """Images generated (with candidates: all of them, before keeping the best)."""
+        return self.batch_size * self.batch_runs
 
 
 def parse_request(data: dict) -> GenerationRequest:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from accelerate import init_empty_weights
 
-from limner.errors import InvalidRequestError, ModelLoadError
+from limner.errors import InputFileError, InvalidRequestError, ModelLoadError
 
 from .arch import (
     ArchInfo,
@@ -39,7 +39,6 @@ from .component_configs import (
     tokenizer_pads,
 )
 from .safe_load import (
-    load_state_dict,
     read_safetensors_header,
     sniff_format,
     write_safetensors_atomic,
@@ -160,6 +159,34 @@ def _owned(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return tensor.clone(memory_format=torch.contiguous_format)
 
 
+class _LazyTensors(Mapping[str, torch.Tensor]):
+    """The tensors of an open safetensors file, read on access: `weights` (model
+    parameters) come back owned and in `dtype`, anything else as stored."""
+
+    def __init__(self, handle, names: Mapping[str, str], weights: set[str], dtype) -> None:
+        self._handle, self._names, self._weights, self._dtype = handle, names, weights, dtype
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        tensor = self._handle.get_tensor(self._names[key])
+        return _owned(tensor, self._dtype) if key in self._weights else tensor
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def _open_safetensors(file: Path):
+    """safe_open on a file whose header `read_safetensors_header` has checked."""
+    from safetensors import safe_open
+
+    try:
+        return safe_open(file, framework="pt", device="cpu")
+    except Exception as exc:  # safetensors raises its own error types
+        raise InputFileError(f"Could not read safetensors file {file}: {exc}") from exc
+
+
 def _assign_weights(
     name: str, model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str
 ) -> None:
@@ -233,9 +260,15 @@ def load_single_file(
         unet_config=models["unet"].config,
         vae_config=models["vae"].config,
     )
-    state = normalize_original_keys(load_state_dict(file, include=lambda k: not is_ema_weight(k)))
-    parts, missing, unused = from_original(table, state)
-    del state
+    with _open_safetensors(file) as handle:
+        # Tensors are read from the memory-mapped file one at a time, as the key table
+        # asks for them, and converted to `torch_dtype` at once: the load never holds
+        # the whole file's tensors and the model at the same time.
+        names = normalize_original_keys({k: k for k in handle.keys() if not is_ema_weight(k)})
+        weights = {row.original for row in table}
+        state = _LazyTensors(handle, names, weights, torch_dtype)
+        parts, missing, unused = from_original(table, state)
+        del state
     if missing:
         raise ModelLoadError(
             f"{file.name} looks like an {arch.modelspec_architecture} checkpoint but lacks "
@@ -243,7 +276,12 @@ def load_single_file(
             f"different variant."
         )
     for name, model in models.items():
-        owned = {key: _owned(tensor, torch_dtype) for key, tensor in parts.pop(name).items()}
+        # Read tensors are owned already; the views that splitting packed q/k/v made
+        # get storage of their own.
+        owned = {
+            key: tensor if tensor._base is None else _owned(tensor, torch_dtype)
+            for key, tensor in parts.pop(name).items()
+        }
         _assign_weights(name, model, owned, file.name)
     _report_leftovers(file, unused)
     if arch.prediction_type is None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import torch
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
@@ -31,9 +32,68 @@ from diffusers import (
     PNDMScheduler,
     UniPCMultistepScheduler,
 )
+from diffusers.schedulers.scheduling_euler_ancestral_discrete import (
+    EulerAncestralDiscreteSchedulerOutput,
+)
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
 
 from limner.errors import InvalidRequestError
+
+
+def ancestral_sigmas(sigma_from: float, sigma_to: float, eta: float) -> tuple[float, float]:
+    """The deterministic and the noise part of an ancestral step from `sigma_from` to
+    `sigma_to` (k-diffusion's get_ancestral_step): eta 1 is the full ancestral step, eta
+    0 the plain Euler step, and the variance of the result stays sigma_to**2."""
+    sigma_up = min(
+        sigma_to, eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5
+    )
+    sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
+    return sigma_down, sigma_up
+
+
+class EulerAncestralEtaScheduler(EulerAncestralDiscreteScheduler):
+    """Euler a with A1111's eta ("noise multiplier for ancestral samplers").
+
+    diffusers' scheduler always takes the full ancestral step (eta 1); with eta None or
+    1 this is that scheduler unchanged, so images stay equal to diffusers' own.
+    """
+
+    def step(self, model_output, timestep, sample, eta=None, generator=None, return_dict=True):
+        if eta is None or eta == 1.0:
+            return super().step(
+                model_output, timestep, sample, generator=generator, return_dict=return_dict
+            )
+        if self.step_index is None:
+            self._init_step_index(timestep)
+        sigma_from = self.sigmas[self.step_index]
+        sigma_to = self.sigmas[self.step_index + 1]
+        x = sample.to(torch.float32)
+        if self.config.prediction_type == "epsilon":
+            denoised = x - sigma_from * model_output
+        elif self.config.prediction_type == "v_prediction":
+            denoised = model_output * (-sigma_from / (sigma_from**2 + 1) ** 0.5) + x / (
+                sigma_from**2 + 1
+            )
+        else:
+            raise InvalidRequestError(
+                f"Euler a cannot sample a {self.config.prediction_type!r}-prediction model"
+            )
+        sigma_down, sigma_up = ancestral_sigmas(float(sigma_from), float(sigma_to), eta)
+        x = x + (x - denoised) / sigma_from * (sigma_down - sigma_from)
+        # Noise is drawn at every step whatever eta is, so that the random stream, and
+        # with it the image, changes smoothly with eta.
+        noise = randn_tensor(
+            model_output.shape,
+            dtype=model_output.dtype,
+            device=model_output.device,
+            generator=generator,
+        )
+        x = (x + noise * sigma_up).to(model_output.dtype)
+        self._step_index += 1
+        if not return_dict:
+            return (x, denoised)
+        return EulerAncestralDiscreteSchedulerOutput(prev_sample=x, pred_original_sample=denoised)
 
 
 class ScheduleType(StrEnum):
@@ -58,6 +118,8 @@ class SamplerSpec:
     scheduler_class: type[SchedulerMixin]
     options: dict[str, Any] = field(default_factory=dict)
     default_schedule: ScheduleType = ScheduleType.AUTOMATIC
+    #: the noise multiplier the algorithm uses when none is asked for; None: it takes none
+    eta: float | None = None
     description: str = ""
 
     def supports(self, schedule: ScheduleType) -> bool:
@@ -72,9 +134,10 @@ SAMPLERS: dict[str, SamplerSpec] = {
     for spec in [
         SamplerSpec(
             "Euler a",
-            EulerAncestralDiscreteScheduler,
+            EulerAncestralEtaScheduler,
             {},
-            description="ancestral Euler (stochastic)",
+            eta=1.0,
+            description="ancestral Euler (stochastic); eta scales the noise it adds",
         ),
         SamplerSpec(
             "Euler",
@@ -117,7 +180,11 @@ SAMPLERS: dict[str, SamplerSpec] = {
             description="DPM-Solver++ SDE with Brownian-tree noise (stochastic)",
         ),
         SamplerSpec(
-            "DDIM", DDIMScheduler, {}, description="DDIM, Song et al. 2020; eta > 0 adds noise"
+            "DDIM",
+            DDIMScheduler,
+            {},
+            eta=0.0,
+            description="DDIM, Song et al. 2020; eta > 0 adds noise",
         ),
         SamplerSpec(
             "PLMS", PNDMScheduler, {"skip_prk_steps": True}, description="pseudo linear multistep"
@@ -220,11 +287,12 @@ def make_scheduler(sampler: ResolvedSampler, model_scheduler_config: dict) -> Sc
     return sampler.spec.scheduler_class.from_config({**config, **options})
 
 
-def step_kwargs(scheduler: SchedulerMixin, *, eta: float, generator: Any) -> dict[str, Any]:
-    """Keyword arguments for `scheduler.step`: eta and generator where the algorithm takes them."""
+def step_kwargs(scheduler: SchedulerMixin, *, eta: float | None, generator: Any) -> dict[str, Any]:
+    """Keyword arguments for `scheduler.step`: eta (None: the sampler's default) and
+    generator where the algorithm takes them."""
     params = inspect.signature(scheduler.step).parameters
     kwargs: dict[str, Any] = {}
-    if "eta" in params:
+    if "eta" in params and eta is not None:
         kwargs["eta"] = eta
     if "generator" in params:
         kwargs["generator"] = generator

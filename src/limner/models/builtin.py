@@ -30,7 +30,12 @@ def builtin_dir() -> Path:
 
 
 def has_trained_weights() -> bool:
-    return (builtin_dir() / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    """True when the package ships trained UNet and VAE weights (diffusers folders)."""
+    folder = builtin_dir()
+    return all(
+        (folder / part / "diffusion_pytorch_model.safetensors").is_file()
+        for part in ("unet", "vae")
+    )
 
 
 def minilm_path() -> Path:

@@ -19,6 +19,8 @@ from limner.diffusion.loop import StepEvent, denoise
 from limner.diffusion.samplers import make_scheduler, resolve_sampler, step_kwargs
 from limner.models.latent import LatentDiffusionModel
 from limner.pipelines import steps
+from limner.runtime.deepcache import DeepCacheUNet
+from limner.runtime.device import DeepCacheOptions
 
 
 @dataclass
@@ -34,9 +36,23 @@ class Sampling:
     steps: int = 20
     guidance_scale: float = 7.0
     guidance_rescale: float = 0.0
-    eta: float = 0.0
+    eta: float | None = None  # None: the sampler's default
     clip_skip: int = 1
     strength: float = 1.0
+
+
+@dataclass
+class Speed:
+    """Speed settings of one run that change what is computed (see `limner.runtime`).
+
+    `deepcache` reuses the UNet's deep features between steps; `tiny_decoder` (a TAESD
+    `TinyDecoder`) decodes the final image instead of the VAE when given;
+    `release_text_encoder` frees the text encoders' weights once the prompt is encoded.
+    """
+
+    deepcache: DeepCacheOptions | None = None
+    tiny_decoder: torch.nn.Module | None = None
+    release_text_encoder: bool = False
 
 
 @dataclass
@@ -47,8 +63,9 @@ class Hooks:
     should_stop: Callable[[], bool] | None = None
 
 
-def _prepare(model: LatentDiffusionModel, s: Sampling, batch: int):
+def _prepare(model: LatentDiffusionModel, s: Sampling, seeds: list[int], speed: Speed):
     """Steps shared by every mode: the guided denoiser (prompt encoded) and the scheduler."""
+    batch = len(seeds)
     # A guidance-distilled (LCM) UNet takes the scale as an embedding instead of a
     # second, unconditional pass.
     distilled = model.unet.config.time_cond_proj_dim is not None
@@ -64,21 +81,31 @@ def _prepare(model: LatentDiffusionModel, s: Sampling, batch: int):
         clip_skip=s.clip_skip,
         guidance_scale=s.guidance_scale,
     )
+    if speed.release_text_encoder:
+        steps.release_text_encoders(model)
     scheduler = make_scheduler(resolve_sampler(s.sampler, s.schedule), model.scheduler_config)
-    denoiser = GuidedUNet(
-        model.unet, cond, s.guidance_scale if guidance else 1.0, s.guidance_rescale
-    )
+    if hasattr(scheduler, "noise_sampler_seed"):
+        # A Brownian-tree sampler (DPM++ SDE) otherwise seeds its trees from torch's
+        # global RNG: one tree per image, from that image's seed, keeps it reproducible
+        # from its own seed whatever batch it was made in (as A1111 does).
+        scheduler.noise_sampler_seed = list(seeds)
+    unet = DeepCacheUNet(model.unet, speed.deepcache) if speed.deepcache else model.unet
+    denoiser = GuidedUNet(unet, cond, s.guidance_scale if guidance else 1.0, s.guidance_rescale)
     return denoiser, scheduler
 
 
 @torch.no_grad()
 def txt2img(
-    model: LatentDiffusionModel, s: Sampling, seeds: list[int], hooks: Hooks | None = None
+    model: LatentDiffusionModel,
+    s: Sampling,
+    seeds: list[int],
+    hooks: Hooks | None = None,
+    speed: Speed | None = None,
 ) -> torch.Tensor:
-    hooks = hooks or Hooks()
+    hooks, speed = hooks or Hooks(), speed or Speed()
     generators = steps.make_generators(seeds)
     # 1. encode the prompt, pick the scheduler
-    denoiser, scheduler = _prepare(model, s, len(seeds))
+    denoiser, scheduler = _prepare(model, s, seeds, speed)
     # 2. timesteps
     scheduler.set_timesteps(s.steps)
     timesteps = scheduler.timesteps
@@ -96,7 +123,7 @@ def txt2img(
         should_stop=hooks.should_stop,
     )
     # 5. decode
-    return steps.decode_latents(model, latents)
+    return steps.decode_latents(model, latents, speed.tiny_decoder)
 
 
 @torch.no_grad()
@@ -106,14 +133,15 @@ def img2img(
     seeds: list[int],
     image: Image.Image,
     hooks: Hooks | None = None,
+    speed: Speed | None = None,
 ) -> torch.Tensor:
     """SDEdit (Meng et al. 2021): noise the image's latents to the level `strength`
     selects, then denoise from there."""
-    hooks = hooks or Hooks()
+    hooks, speed = hooks or Hooks(), speed or Speed()
     batch = len(seeds)
     generators = steps.make_generators(seeds)
     # 1. encode the prompt, pick the scheduler
-    denoiser, scheduler = _prepare(model, s, batch)
+    denoiser, scheduler = _prepare(model, s, seeds, speed)
     # 2. the last `strength` part of the schedule
     timesteps = steps.img2img_timesteps(scheduler, s.steps, s.strength)
     # 3. encode the image, one posterior sample per seed, and noise it
@@ -132,7 +160,7 @@ def img2img(
         should_stop=hooks.should_stop,
     )
     # 5. decode
-    return steps.decode_latents(model, latents)
+    return steps.decode_latents(model, latents, speed.tiny_decoder)
 
 
 @torch.no_grad()
@@ -143,6 +171,7 @@ def inpaint(
     image: Image.Image,
     mask: Image.Image,
     hooks: Hooks | None = None,
+    speed: Speed | None = None,
 ) -> torch.Tensor:
     """Repaint the white part of `mask`.
 
@@ -151,12 +180,12 @@ def inpaint(
     et al. 2022, without resampling): after each step the unmasked region is replaced by
     the image's latents noised to the next step's level.
     """
-    hooks = hooks or Hooks()
+    hooks, speed = hooks or Hooks(), speed or Speed()
     batch = len(seeds)
     generators = steps.make_generators(seeds)
     native = model.is_inpainting
     # 1. encode the prompt, pick the scheduler
-    denoiser, scheduler = _prepare(model, s, batch)
+    denoiser, scheduler = _prepare(model, s, seeds, speed)
     # 2. timesteps: the tail that the strength selects (all of them at strength 1)
     timesteps = steps.img2img_timesteps(scheduler, s.steps, s.strength)
     # 3. masks: pixel mask (1, 1, H, W) binarised; latent mask at the latent size
@@ -202,4 +231,4 @@ def inpaint(
         should_stop=hooks.should_stop,
     )
     # 7. decode
-    return steps.decode_latents(model, latents)
+    return steps.decode_latents(model, latents, speed.tiny_decoder)

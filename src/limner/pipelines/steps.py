@@ -8,6 +8,8 @@ matches diffusers' pipelines, which keeps our images equal to theirs.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -58,6 +60,20 @@ def encode_conditioning(
             torch.full((rows,), guidance_scale - 1.0), model.unet.config.time_cond_proj_dim
         ).to(model.device, dtype)
     return UNetConditioning(hidden, added, timestep_cond)
+
+
+def release_text_encoders(model: LatentDiffusionModel) -> None:
+    """Free the text encoders' weights (moved to the meta device) once the prompt is
+    encoded, for machines short of memory; `text_encoders_released` tells a cache that
+    the model must be loaded again before its next prompt."""
+    for encoder in model.prompt_encoder.encoders:
+        encoder.text_encoder.to("meta")
+
+
+def text_encoders_released(model: LatentDiffusionModel) -> bool:
+    return any(
+        p.is_meta for e in model.prompt_encoder.encoders for p in e.text_encoder.parameters()
+    )
 
 
 def guidance_scale_embedding(w: torch.Tensor, dim: int) -> torch.Tensor:
@@ -127,10 +143,43 @@ def encode_images(
     return ((latents - shift) * vae.config.scaling_factor).to(model.dtype)
 
 
+# Above this many pixels the VAE decodes in overlapping tiles (diffusers' tiled decode):
+# its mid-block attention over all latent positions grows with the square of the area.
+TILING_PIXELS = 1024 * 1024
+
+
 @torch.no_grad()
-def decode_latents(model: LatentDiffusionModel, latents: torch.Tensor) -> torch.Tensor:
-    """Scaled latents -> (B, 3, H, W) pixels in about [-1, 1]."""
+def decode_latents(
+    model: LatentDiffusionModel, latents: torch.Tensor, tiny_decoder=None
+) -> torch.Tensor:
+    """Scaled latents -> (B, 3, H, W) pixels in about [-1, 1].
+
+    With `tiny_decoder` (a TAESD-format `TinyDecoder`) the latents are decoded by it
+    instead of the VAE. A VAE decode in bf16/fp16 that comes out NaN or infinite (the
+    "black image" of half-precision VAEs) is done again in fp32, and the VAE stays in
+    fp32 from then on.
+    """
+    if tiny_decoder is not None:
+        return tiny_decoder(latents.to(tiny_decoder.dtype)).float()
     vae = model.vae
+    f = model.vae_scale_factor
+    if latents.shape[-1] * latents.shape[-2] * f * f > TILING_PIXELS:
+        vae.enable_tiling()
+    else:
+        vae.disable_tiling()
+    pixels = _vae_decode(vae, latents)
+    if vae.dtype != torch.float32 and not torch.isfinite(pixels).all():
+        warnings.warn(
+            f"the VAE decoded non-finite values in {str(vae.dtype).removeprefix('torch.')}: "
+            "decoding again in fp32 (and keeping the VAE in fp32)",
+            stacklevel=2,
+        )
+        vae.to(torch.float32)
+        pixels = _vae_decode(vae, latents)
+    return pixels
+
+
+def _vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
     shift = getattr(vae.config, "shift_factor", None) or 0.0
     latents = latents.to(vae.dtype) / vae.config.scaling_factor + shift
     return vae.decode(latents, return_dict=False)[0]

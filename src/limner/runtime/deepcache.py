@@ -1,0 +1,150 @@
+"""DeepCache: reuse a UNet's deep features between steps (Ma et al. 2023, arXiv:2312.00858).
+
+Between neighbouring denoising steps the deep (low-resolution) features of a UNet barely
+change. Every `interval`-th call runs the whole UNet and keeps the hidden state that
+enters the last up block at the chosen layer; the calls in between run only the shallow
+skip branch - conv_in, the first `branch` layers of the first down block, and the last
+`branch` + 1 layers of the last up block - on top of that kept state.
+
+With `branch=0` a cached call costs conv_in, one resnet, one transformer at full
+resolution and conv_out: under a tenth of a full SD 1.5 step.
+
+`DeepCacheUNet` wraps a diffusers `UNet2DConditionModel` without changing it: the full
+calls are the UNet's own forward, watched by a pre-hook that is removed after each call,
+and the cached calls run the UNet's own submodules. A new wrapper per generation starts
+with a full call.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DConditionModel
+
+from limner.errors import InvalidRequestError
+from limner.runtime.device import DeepCacheOptions
+
+
+class DeepCacheUNet:
+    """Calls like the UNet it wraps (same arguments, `return_dict=False` output)."""
+
+    def __init__(self, unet: UNet2DConditionModel, options: DeepCacheOptions) -> None:
+        layers = unet.config.layers_per_block
+        layers = layers if isinstance(layers, int) else layers[0]
+        if options.branch > layers:
+            raise InvalidRequestError(
+                f"DeepCache branch {options.branch} is deeper than the UNet's first block "
+                f"({layers} layers): use 0..{layers}"
+            )
+        check_supported(unet)
+        self.unet = unet
+        self.options = options
+        self.calls = 0
+        self.full_calls = 0
+        self._cached: torch.Tensor | None = None  # (B, C_hidden + C_skip, h, w)
+
+    @property
+    def config(self):
+        return self.unet.config
+
+    @property
+    def _up_layer(self) -> int:
+        """Index, in the last up block, of the first layer a cached call runs."""
+        return len(self.unet.up_blocks[-1].resnets) - 1 - self.options.branch
+
+    def __call__(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        *,
+        encoder_hidden_states: torch.Tensor,
+        timestep_cond: torch.Tensor | None = None,
+        added_cond_kwargs: dict | None = None,
+        return_dict: bool = False,
+    ) -> tuple[torch.Tensor]:
+        full = (
+            self._cached is None
+            or self._cached.shape[0] != sample.shape[0]
+            or self.calls % self.options.interval == 0
+        )
+        self.calls += 1
+        if full:
+            self.full_calls += 1
+            return (
+                self._full(
+                    sample, timestep, encoder_hidden_states, timestep_cond, added_cond_kwargs
+                ),
+            )
+        return (
+            self._shallow(
+                sample, timestep, encoder_hidden_states, timestep_cond, added_cond_kwargs
+            ),
+        )
+
+    def _full(self, sample, timestep, context, timestep_cond, added_cond_kwargs) -> torch.Tensor:
+        def keep_input(module, args):
+            self._cached = args[0]  # the hidden state concatenated with its skip
+
+        resnet = self.unet.up_blocks[-1].resnets[self._up_layer]
+        handle = resnet.register_forward_pre_hook(keep_input)
+        try:
+            return self.unet(
+                sample,
+                timestep,
+                encoder_hidden_states=context,
+                timestep_cond=timestep_cond,
+                added_cond_kwargs=added_cond_kwargs,
+                return_dict=False,
+            )[0]
+        finally:
+            handle.remove()
+
+    def _shallow(self, sample, timestep, context, timestep_cond, added_cond_kwargs) -> torch.Tensor:
+        """The skip branch only, on top of the kept deep state (the steps of the UNet's own
+        forward that the branch needs, in the same order)."""
+        unet = self.unet
+        emb = _time_embedding(unet, sample, timestep, context, timestep_cond, added_cond_kwargs)
+        context = unet.process_encoder_hidden_states(
+            encoder_hidden_states=context, added_cond_kwargs=added_cond_kwargs
+        )
+        if unet.config.center_input_sample:
+            sample = 2 * sample - 1.0
+        hidden = unet.conv_in(sample)
+        skips = [hidden]  # conv_in, then each layer of the first down block: (B, C, h, w)
+        first = unet.down_blocks[0]
+        attentions = getattr(first, "attentions", None)
+        for i in range(self.options.branch):
+            hidden = first.resnets[i](hidden, emb)
+            if attentions is not None:
+                hidden = attentions[i](hidden, encoder_hidden_states=context, return_dict=False)[0]
+            skips.append(hidden)
+        last = unet.up_blocks[-1]
+        attentions = getattr(last, "attentions", None)
+        hidden = self._cached[:, : self._cached.shape[1] - skips[-1].shape[1]]
+        for i in range(self._up_layer, len(last.resnets)):
+            hidden = torch.cat([hidden, skips.pop()], dim=1)
+            hidden = last.resnets[i](hidden, emb)
+            if attentions is not None:
+                hidden = attentions[i](hidden, encoder_hidden_states=context, return_dict=False)[0]
+        if unet.conv_norm_out is not None:
+            hidden = unet.conv_act(unet.conv_norm_out(hidden))
+        return unet.conv_out(hidden)
+
+
+def _time_embedding(unet, sample, timestep, context, timestep_cond, added_cond_kwargs):
+    """The UNet's timestep embedding (B, D), with SDXL's added size/text embedding."""
+    emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=timestep), timestep_cond)
+    aug = unet.get_aug_embed(
+        emb=emb, encoder_hidden_states=context, added_cond_kwargs=added_cond_kwargs or {}
+    )
+    if aug is not None:
+        emb = emb + aug
+    if unet.time_embed_act is not None:
+        emb = unet.time_embed_act(emb)
+    return emb
+
+
+def check_supported(unet: UNet2DConditionModel) -> None:
+    """DeepCache needs the plain SD layout: no class embedding, no image-hint input."""
+    config = unet.config
+    if config.class_embed_type is not None or config.addition_embed_type == "image_hint":
+        raise InvalidRequestError("DeepCache does not support this UNet's extra conditioning")

@@ -1,0 +1,287 @@
+"""What this CPU can do, and how limner runs a model on it.
+
+`detect_cpu` reads the instruction-set flags and the core topology; `RuntimeOptions` is the
+user's choice (precision, memory layout, threads, step caching, compilation), and
+`resolve_runtime` turns the two into concrete settings: bf16 where the CPU has bf16
+dot-product units (AVX512-BF16 or AMX-BF16), fp32 elsewhere, one thread per physical core.
+
+bf16 on a CPU without those units runs on emulated conversions and is slower than fp32
+there, which is why "auto" looks at the flags rather than at whether bf16 merely works.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+
+import torch
+
+from limner.errors import InvalidRequestError
+
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names of bf16 dot-product units
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """The parts of a CPU that decide how fast a model runs on it."""
+
+    name: str
+    flags: frozenset[str]
+    physical_cores: int  # cores this process may use, not counting SMT siblings
+    logical_cpus: int  # CPUs this process may use
+    capability: str  # torch.backends.cpu.get_cpu_capability(): the kernels torch picked
+
+    @property
+    def has_amx_bf16(self) -> bool:
+        return "amx_bf16" in self.flags
+
+    @property
+    def has_avx512_bf16(self) -> bool:
+        return "avx512_bf16" in self.flags
+
+    @property
+    def has_bf16(self) -> bool:
+        """Native bf16 dot products: matrix work in bf16 runs faster than in fp32."""
+        return any(flag in self.flags for flag in BF16_FLAGS)
+
+    def describe(self) -> str:
+        units = [f for f in BF16_FLAGS if f in self.flags] or ["no bf16 units"]
+        return (
+            f"{self.name}: {self.physical_cores} physical cores ({self.logical_cpus} CPUs), "
+            f"{', '.join(units)}, torch kernels {self.capability}"
+        )
+
+
+def detect_cpu(
+    cpuinfo: str | None = None,
+    *,
+    allowed_cpus: set[int] | None = None,
+    cpu_quota: float | None = None,
+) -> CpuFeatures:
+    """Read the CPU's flags and cores from /proc/cpuinfo (Linux), else from torch.
+
+    `cpuinfo`, `allowed_cpus` and `cpu_quota` default to this machine's (the affinity mask
+    and the cgroup CPU limit); tests pass their own.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    if allowed_cpus is None:
+        allowed_cpus = _allowed_cpus()
+    if cpu_quota is None:
+        cpu_quota = _cgroup_cpu_quota()
+    processors = _parse_cpuinfo(cpuinfo)
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not processors:  # not Linux: torch's view only
+        logical = len(allowed_cpus) if allowed_cpus else (os.cpu_count() or 1)
+        flags = frozenset({"amx_bf16"} if capability.startswith("AMX") else set())
+        return CpuFeatures("cpu", flags, _limit(logical, cpu_quota), logical, capability)
+    mine = [p for p in processors if not allowed_cpus or p["processor"] in allowed_cpus]
+    mine = mine or processors
+    flags = frozenset(mine[0]["flags"])
+    cores = {(p["physical id"], p["core id"]) for p in mine}
+    # Without topology lines (some VMs) count each CPU as a core.
+    physical = len(cores) if all(p["core id"] is not None for p in mine) else len(mine)
+    return CpuFeatures(
+        mine[0]["model name"] or "cpu",
+        flags,
+        _limit(physical, cpu_quota),
+        len(mine),
+        capability,
+    )
+
+
+def _parse_cpuinfo(text: str) -> list[dict]:
+    processors: list[dict] = []
+    for block in text.split("\n\n"):
+        entry: dict = {"flags": [], "physical id": None, "core id": None, "model name": ""}
+        seen = False
+        for line in block.splitlines():
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "processor":
+                entry["processor"], seen = int(value), True
+            elif key in ("flags", "Features"):  # x86, arm
+                entry["flags"] = value.split()
+            elif key in ("physical id", "core id"):
+                entry[key] = int(value)
+            elif key == "model name":
+                entry["model name"] = value
+        if seen:
+            processors.append(entry)
+    return processors
+
+
+def _allowed_cpus() -> set[int]:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return set()
+
+
+def _cgroup_cpu_quota() -> float:
+    """CPUs' worth of time the cgroup grants (inf when unlimited)."""
+    candidates = [
+        ("/sys/fs/cgroup/cpu.max", None),  # cgroup v2: "QUOTA PERIOD" or "max PERIOD"
+        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+    ]
+    for quota_path, period_path in candidates:
+        try:
+            text = Path(quota_path).read_text().split()
+            if period_path is None:
+                if text[0] == "max":
+                    return math.inf
+                return int(text[0]) / int(text[1])
+            quota = int(text[0])
+            if quota <= 0:
+                return math.inf
+            return quota / int(Path(period_path).read_text())
+        except (OSError, ValueError, IndexError):
+            continue
+    return math.inf
+
+
+def _limit(cores: int, quota: float) -> int:
+    return max(1, min(cores, math.ceil(quota) if math.isfinite(quota) else cores))
+
+
+class Precision(StrEnum):
+    """The floating-point format the UNet and VAE compute in."""
+
+    AUTO = "auto"  # bf16 where the CPU has bf16 units, else fp32
+    BF16 = "bf16"
+    FP32 = "fp32"
+
+
+@dataclass(frozen=True)
+class DeepCacheOptions:
+    """DeepCache (Ma et al. 2023, arXiv:2312.00858): every `interval`-th step runs the
+    whole UNet; the steps between reuse its deep features and recompute only the shallow
+    branch: conv_in, the first `branch` layers of the first down block and the last
+    `branch` + 1 layers of the last up block."""
+
+    interval: int = 2
+    branch: int = 0
+
+    def __post_init__(self) -> None:
+        if self.interval < 1:
+            raise InvalidRequestError(f"DeepCache interval must be at least 1, got {self.interval}")
+        if self.branch < 0:
+            raise InvalidRequestError(f"DeepCache branch must be 0 or more, got {self.branch}")
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How to run a model: what the user asked for, before looking at the CPU.
+
+    Round-trips to JSON (`to_json` / `from_json`). `threads=None` means one per physical
+    core; `deepcache=None` runs every step in full; `tiny_decoder` is the path of a
+    TAESD-format decoder, used for previews, and for the final image when `fast_decode`.
+    `release_text_encoder=None` releases it after encoding only when memory is tight.
+    """
+
+    precision: Precision = Precision.AUTO
+    channels_last: bool = True
+    threads: int | None = None
+    deepcache: DeepCacheOptions | None = None
+    compile: bool = False  # torch.compile (inductor) the UNet; pays only for long runs
+    tiny_decoder: str | None = None
+    fast_decode: bool = False
+    release_text_encoder: bool | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "precision", Precision(self.precision))
+        except ValueError:
+            choices = ", ".join(p.value for p in Precision)
+            raise InvalidRequestError(
+                f"unknown precision {self.precision!r}: choose one of {choices}"
+            ) from None
+        if self.threads is not None and self.threads < 1:
+            raise InvalidRequestError(f"threads must be at least 1, got {self.threads}")
+        if self.fast_decode and not self.tiny_decoder:
+            raise InvalidRequestError("fast decoding needs a tiny decoder (a TAESD-format file)")
+
+    @classmethod
+    def reference(cls) -> RuntimeOptions:
+        """The plain fp32 path, as diffusers runs by default (the tests' reference)."""
+        return cls(precision=Precision.FP32, channels_last=False)
+
+    def model_key(self) -> tuple:
+        """The options that change the loaded weights (dtype, layout, compilation)."""
+        return (self.precision.value, self.channels_last, self.compile)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["precision"] = self.precision.value
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RuntimeOptions:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise InvalidRequestError(f"unknown runtime options: {', '.join(sorted(unknown))}")
+        values = dict(data)
+        if values.get("deepcache") is not None:
+            values["deepcache"] = DeepCacheOptions(**values["deepcache"])
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> RuntimeOptions:
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Concrete settings for this machine, from `resolve_runtime`."""
+
+    options: RuntimeOptions
+    dtype: torch.dtype
+    threads: int
+    cpu: CpuFeatures
+    notes: tuple[str, ...] = field(default=())  # why a choice was made, for users and bench
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
+
+
+def resolve_runtime(
+    options: RuntimeOptions | None = None, cpu: CpuFeatures | None = None
+) -> Runtime:
+    """Pick the dtype and thread count for `options` on `cpu` (default: this machine)."""
+    options = options or RuntimeOptions()
+    cpu = cpu or detect_cpu()
+    notes = []
+    if options.precision is Precision.AUTO:
+        dtype = torch.bfloat16 if cpu.has_bf16 else torch.float32
+        notes.append(
+            "bf16: the CPU has bf16 dot-product units"
+            if cpu.has_bf16
+            else "fp32: the CPU has no bf16 units (bf16 would be emulated, slower)"
+        )
+    elif options.precision is Precision.BF16:
+        dtype = torch.bfloat16
+        if not cpu.has_bf16:
+            notes.append("bf16 forced on a CPU without bf16 units: expect it to be slower")
+    else:
+        dtype = torch.float32
+    threads = options.threads or cpu.physical_cores
+    return Runtime(options, dtype, threads, cpu, tuple(notes))
+
+
+def apply_threads(threads: int) -> None:
+    """Use `threads` intra-op threads: one per physical core, since SMT siblings share the
+    core's matrix units and only add synchronisation."""
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

@@ -1,0 +1,58 @@
+"""Put a loaded latent diffusion model on the fast path that `resolve_runtime` chose.
+
+- dtype: the whole bundle in bf16 on CPUs with bf16 units (weights are loaded in that
+  dtype directly, see `limner.api.load`); the VAE falls back to fp32 by itself when a
+  decode is not finite (`limner.pipelines.steps.decode_latents`).
+- memory layout: channels-last for the UNet and VAE, the layout oneDNN's convolutions
+  run fastest in (NCHW inputs would be reordered at every convolution).
+- attention: PyTorch's `scaled_dot_product_attention` (diffusers' `AttnProcessor2_0`),
+  fused and blocked on CPU, set explicitly so a model loaded with another processor
+  gets it too.
+- threads: one per physical core.
+- torch.compile (inductor) of the UNet, on request.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.attention_processor import AttnProcessor2_0
+
+from limner.models.latent import LatentDiffusionModel
+from limner.runtime.device import Runtime, apply_threads
+
+
+def prepare_model(model: LatentDiffusionModel, runtime: Runtime) -> LatentDiffusionModel:
+    """Apply `runtime` to `model` in place (dtype, layout, attention, threads, compile)."""
+    apply_threads(runtime.threads)
+    for module in _modules(model):
+        if _dtype_of(module) != runtime.dtype:
+            module.to(runtime.dtype)
+    for module in (model.unet, model.vae):
+        module.to(
+            memory_format=torch.channels_last
+            if runtime.options.channels_last
+            else torch.contiguous_format
+        )
+        module.set_attn_processor(AttnProcessor2_0())
+    if runtime.options.compile:
+        model.unet = compile_unet(model.unet)
+    return model
+
+
+def compile_unet(unet: torch.nn.Module) -> torch.nn.Module:
+    """torch.compile the UNet (inductor). The first call of each shape compiles (minutes
+    for SD on a small CPU); later calls reuse the code."""
+    if getattr(unet, "_orig_mod", None) is not None:  # already compiled
+        return unet
+    return torch.compile(unet, mode="max-autotune-no-cudagraphs", dynamic=False)
+
+
+def _modules(model: LatentDiffusionModel) -> list[torch.nn.Module]:
+    encoders = [e.text_encoder for e in model.prompt_encoder.encoders]
+    return [model.unet, model.vae, *encoders]
+
+
+def _dtype_of(module: torch.nn.Module) -> torch.dtype | None:
+    for parameter in module.parameters():
+        return parameter.dtype
+    return None

@@ -1,0 +1,248 @@
+"""The UNet training loop and its export (see `limner.training.unet`)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+
+from limner.errors import InvalidRequestError
+from limner.models.builtin import builtin_dir, load_text_encoder
+from limner.prompts.chunks import CHUNK_LENGTH
+from limner.training.common import (
+    EMA,
+    Progress,
+    RunState,
+    architecture,
+    autocast,
+    check_resume_config,
+    image_grid,
+    images_tensor,
+    load_checkpoint,
+    save_checkpoint,
+    step_rng,
+)
+from limner.training.data import SceneBatches
+from limner.training.unet import RESUME_KEYS, SAMPLE_PROMPTS, UnetTrainConfig
+
+
+def _folder(init: str, part: str) -> Path:
+    folder = builtin_dir() / part if init == "builtin" else Path(init)
+    if not (folder / "config.json").is_file():
+        raise InvalidRequestError(f"{init}: no diffusers {part} folder at {folder}")
+    return folder
+
+
+def build_unet(init: str = "", seed: int = 0, arch: str = "") -> UNet2DConditionModel:
+    """The built-in UNet architecture, freshly initialised (seeded) or from weights."""
+    if init:
+        return UNet2DConditionModel.from_pretrained(
+            _folder(init, "unet"), local_files_only=True, torch_dtype=torch.float32
+        )
+    torch.manual_seed(seed)
+    return UNet2DConditionModel.from_config(architecture(arch, "unet_config.json"))
+
+
+def load_frozen_vae(spec: str) -> AutoencoderKL:
+    vae = AutoencoderKL.from_pretrained(
+        _folder(spec, "vae"), local_files_only=True, torch_dtype=torch.float32
+    )
+    return vae.eval().requires_grad_(False)
+
+
+def alphas_cumprod(scheduler_config: dict) -> torch.Tensor:
+    """The DDPM schedule's cumulative alpha products, (T,), from the shipped config."""
+    n = scheduler_config["num_train_timesteps"]
+    b0, b1 = scheduler_config["beta_start"], scheduler_config["beta_end"]
+    kind = scheduler_config["beta_schedule"]
+    if kind == "scaled_linear":
+        betas = torch.linspace(b0**0.5, b1**0.5, n, dtype=torch.float64) ** 2
+    elif kind == "linear":
+        betas = torch.linspace(b0, b1, n, dtype=torch.float64)
+    else:
+        raise InvalidRequestError(f"beta schedule {kind!r} is not supported by the trainer")
+    return torch.cumprod(1.0 - betas, 0).float()
+
+
+class TextConditioner:
+    """Captions -> MiniLM token embeddings (B, 77, 384), exactly as the engine encodes a
+    one-chunk prompt: [CLS] tokens [SEP] [PAD]..., attention mask up to [SEP], last
+    hidden state (see `limner.models.text.TokenEncoder`)."""
+
+    def __init__(self) -> None:
+        self.tokenizer, self.encoder = load_text_encoder(torch.float32)
+        self.encoder.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(
+            captions,
+            padding="max_length",
+            max_length=CHUNK_LENGTH + 2,
+            truncation=True,
+            return_tensors="pt",
+        )
+        out = self.encoder(tokens.input_ids, attention_mask=tokens.attention_mask)
+        return out.last_hidden_state.float()
+
+
+@torch.no_grad()
+def encode_latents(vae: AutoencoderKL, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Images (B, 3, 128, 128) in [-1, 1] -> scaled latents (B, 4, 16, 16)."""
+    z = vae.encode(x).latent_dist.sample(generator=generator).float()
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return (z - shift) * vae.config.scaling_factor
+
+
+def diffusion_loss(
+    unet: UNet2DConditionModel,
+    latents: torch.Tensor,
+    context: torch.Tensor,
+    acp: torch.Tensor,
+    generator: torch.Generator,
+    snr_gamma: float,
+) -> torch.Tensor:
+    """Epsilon-prediction MSE at uniform random timesteps, Min-SNR weighted."""
+    b = latents.shape[0]
+    t = torch.randint(0, acp.shape[0], (b,), generator=generator)
+    noise = torch.randn(latents.shape, generator=generator)
+    a = acp[t].view(b, 1, 1, 1)
+    noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+    pred = unet(noisy, t, context).sample.float()
+    per_sample = (pred - noise).pow(2).mean(dim=(1, 2, 3))
+    if snr_gamma > 0:
+        snr = acp[t] / (1 - acp[t])
+        per_sample = per_sample * torch.clamp(snr, max=snr_gamma) / snr
+    return per_sample.mean()
+
+
+def _lr_at(step: int, config: UnetTrainConfig) -> float:
+    return config.lr * min(1.0, step / max(1, config.warmup))
+
+
+def train(config: UnetTrainConfig, resume: bool = False) -> RunState:
+    if not 0 <= config.caption_dropout < 1:
+        raise InvalidRequestError("--caption-dropout must be in [0, 1)")
+    torch.set_num_threads(max(1, config.threads))
+    run_dir = Path(config.run_dir)
+    batches = SceneBatches(config.data, "train", config.limit)
+    vae = load_frozen_vae(config.vae)
+    text = TextConditioner()
+    scheduler_config = json.loads((builtin_dir() / "scheduler_config.json").read_text())
+    acp = alphas_cumprod(scheduler_config)
+    unet = build_unet(config.init, config.seed, config.arch)
+    unet.train()
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.01)
+    ema = EMA(unet, config.ema_decay)
+    state = RunState()
+    if resume:
+        ckpt = load_checkpoint(run_dir)
+        check_resume_config(ckpt["config"], asdict(config), RESUME_KEYS)
+        unet.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        ema.load_state_dict(ckpt["ema"])
+        state = ckpt["state"]
+    elif (run_dir / "checkpoint.pt").exists():
+        raise InvalidRequestError(
+            f"{run_dir} already holds a run: pass --resume or a new --run-dir"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
+
+    progress = Progress(run_dir, state.step, config.steps, config.log_every, config.quiet)
+    t_start, seconds0 = time.perf_counter(), state.seconds
+    try:
+        for step in range(state.step + 1, config.steps + 1):
+            rng = step_rng(config.seed, step)
+            idx = batches.indices(rng, config.batch_size)
+            captions = batches.captions(idx)
+            drop = rng.random(len(captions)) < config.caption_dropout
+            captions = ["" if d else c for c, d in zip(captions, drop, strict=True)]
+            g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, config)
+            with autocast(config.precision):
+                latents = encode_latents(vae, images_tensor(batches.images(idx)), g)
+                context = text(captions)
+                loss = diffusion_loss(unet, latents, context, acp, g, config.snr_gamma)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            optimizer.step()
+            ema.update(unet)
+            state.step, state.images_seen = step, state.images_seen + len(idx)
+            progress.update(step, len(idx), {"loss": float(loss.detach())})
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                state.seconds = seconds0 + time.perf_counter() - t_start
+                save_checkpoint(
+                    run_dir, config=config, model=unet, optimizer=optimizer, state=state, ema=ema
+                )
+            if config.sample_every and (step % config.sample_every == 0 or step == config.steps):
+                write_samples(
+                    unet,
+                    ema,
+                    vae,
+                    text,
+                    scheduler_config,
+                    run_dir / "samples" / f"step-{step:06d}.png",
+                )
+    finally:
+        progress.close()
+    return state
+
+
+def sampling_bundle(unet, vae, text: TextConditioner, scheduler_config: dict):
+    """The engine's model bundle around these components (for sample grids)."""
+    from limner.models.latent import Family
+    from limner.models.loading import bundle_from_components
+
+    components = {
+        "unet": unet,
+        "vae": vae,
+        "text_encoder": text.encoder,
+        "tokenizer": text.tokenizer,
+        "scheduler": scheduler_config,
+    }
+    return bundle_from_components(components, name="training", family=Family.BUILTIN)
+
+
+def write_samples(unet, ema: EMA, vae, text, scheduler_config: dict, path: Path) -> Path:
+    """The EMA model's images for SAMPLE_PROMPTS through the engine (DPM++ 2M, 20 steps,
+    guidance 5, seeds 0..), each with its prompt."""
+    import numpy as np
+
+    from limner import api
+    from limner.runtime.device import RuntimeOptions
+
+    averaged = copy.deepcopy(unet)
+    ema.copy_to(averaged)
+    model = sampling_bundle(averaged, vae, text, scheduler_config)
+    images = []
+    for k, prompt in enumerate(SAMPLE_PROMPTS):
+        request = api.GenerationRequest(prompt=prompt, seed=k, steps=20, guidance_scale=5.0)
+        # The text encoder is the trainer's own: never let the engine release it.
+        runtime = RuntimeOptions(release_text_encoder=False)
+        image = api.generate(request, model=model, runtime=runtime)[0].image
+        images.append(np.array(image.convert("RGB")))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(images, columns=4, captions=list(SAMPLE_PROMPTS)).save(path)
+    return path
+
+
+def export(run_dir: Path, out: Path) -> Path:
+    """The run's EMA weights as an fp16 diffusers folder out/unet."""
+    ckpt = load_checkpoint(run_dir)
+    unet = build_unet(ckpt["config"].get("init", ""), 0, ckpt["config"].get("arch", ""))
+    unet.load_state_dict(ckpt["model"])
+    if ckpt["ema"] is not None:
+        ema = EMA(unet)
+        ema.load_state_dict(ckpt["ema"])
+        ema.copy_to(unet)
+    target = Path(out) / "unet"
+    unet.eval().to(torch.float16).save_pretrained(target, safe_serialization=True)
+    return target

@@ -1,0 +1,72 @@
+"""`limner bench`: the quick mode runs every contender end to end and reports; the FLOP
+count of the bound is right for SD 1.5; bad arguments are refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from limner import cli
+from limner.bench import BenchConfig, contenders, format_report, unet_flops_per_step
+from limner.errors import InvalidRequestError
+
+
+def test_quick_bench_reports_every_contender(capsys):
+    code = cli.main(
+        ["bench", "--quick", "--steps", "2", "--warmup-steps", "0", "--deepcache", "--json"]
+    )
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["results"]) == {"diffusers", "limner", "limner+deepcache"}
+    for name, result in report["results"].items():
+        assert result["step_seconds"] > 0, name
+        assert result["image_seconds"] >= result["step_seconds"], name
+        assert len(result["image_samples"]) == 1
+        assert result["peak_bytes"] is None or result["peak_bytes"] > 10_000_000
+    assert report["results"]["diffusers"]["precision"] == "fp32"
+    assert report["results"]["limner"]["precision"] == report["cpu"]["auto_precision"]
+    assert report["unet_flops_per_step"] > 0
+    assert report["matmul_flops_per_second"]["bf16"] > 0
+    ratios = report["ratios"]
+    assert ratios["limner"]["image_speedup_vs_diffusers"] > 0
+    assert ratios["limner+deepcache"]["image_speedup_vs_limner"] > 0
+    table = format_report(report)
+    assert "bound per UNet step" in table and "64x64" in table
+    rows = [line.split()[0] for line in table.splitlines() if line.strip()]
+    assert {"diffusers", "limner", "limner+deepcache"} <= set(rows)
+
+
+def test_sd15_flops_per_step():
+    """SD 1.5 at 512x512: about 0.80 TFLOP per UNet image (convolutions, projections and
+    attention), twice that with the guidance batch."""
+    guided = unet_flops_per_step(BenchConfig(arch="sd15", width=512, height=512))
+    single = unet_flops_per_step(BenchConfig(arch="sd15", guidance_scale=1.0))
+    assert guided == pytest.approx(2 * single)
+    assert 1.5e12 < guided < 1.7e12
+    bigger = unet_flops_per_step(BenchConfig(arch="sd15", width=768, height=768))
+    assert bigger > 2.25 * guided  # convolutions scale with the area, attention faster
+
+
+def test_contenders_follow_the_options():
+    plain = contenders(BenchConfig(arch="tiny"))
+    assert [c.name for c in plain] == ["diffusers", "limner"]
+    deep = contenders(
+        BenchConfig(
+            arch="tiny", diffusers=False, runtime={"deepcache": {"interval": 3, "branch": 0}}
+        )
+    )
+    assert [c.name for c in deep] == ["limner", "limner+deepcache"]
+    assert deep[0].runtime["deepcache"] is None
+    assert deep[1].runtime["deepcache"] == {"interval": 3, "branch": 0}
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(InvalidRequestError):
+        BenchConfig(arch=None, model=None).check()
+    with pytest.raises(InvalidRequestError):
+        BenchConfig(arch="sd15", model="x.safetensors").check()
+    with pytest.raises(InvalidRequestError):
+        BenchConfig(arch="sd3").check()
+    with pytest.raises(InvalidRequestError):
+        BenchConfig(steps=0).check()

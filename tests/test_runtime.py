@@ -1,0 +1,234 @@
+"""The runtime (`limner.runtime`): CPU detection, the automatic choice of precision, the
+fast path's images against the fp32 reference path, and the VAE and memory fallbacks."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from diffusers.models.attention_processor import AttnProcessor2_0
+
+from limner import api
+from limner.errors import InvalidRequestError
+from limner.pipelines import steps
+from limner.runtime.device import (
+    DeepCacheOptions,
+    Precision,
+    RuntimeOptions,
+    detect_cpu,
+    resolve_runtime,
+)
+from limner.runtime.prepare import prepare_model
+from tiny_models import bundle, sd1_components
+
+FLAGS_BF16 = "fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile"
+FLAGS_PLAIN = "fpu sse avx2 avx512f"
+
+
+def cpuinfo(flags: str, topology: list[tuple[int, int]]) -> str:
+    """A /proc/cpuinfo with one block per (physical id, core id)."""
+    blocks = []
+    for i, (package, core) in enumerate(topology):
+        blocks.append(
+            f"processor\t: {i}\nmodel name\t: Test CPU\nphysical id\t: {package}\n"
+            f"core id\t\t: {core}\nflags\t\t: {flags}\n"
+        )
+    return "\n".join(blocks)
+
+
+# -- detection and choice -------------------------------------------------------------
+
+
+def test_detect_counts_physical_cores_not_smt_siblings():
+    # two cores with two hyperthreads each
+    info = cpuinfo(FLAGS_BF16, [(0, 0), (0, 1), (0, 0), (0, 1)])
+    cpu = detect_cpu(info, allowed_cpus={0, 1, 2, 3}, cpu_quota=math.inf)
+    assert (cpu.physical_cores, cpu.logical_cpus) == (2, 4)
+    assert cpu.has_bf16 and cpu.has_amx_bf16
+
+
+def test_detect_respects_affinity_and_cgroup_quota():
+    info = cpuinfo(FLAGS_PLAIN, [(0, c) for c in range(8)])
+    assert detect_cpu(info, allowed_cpus={0, 1, 2}, cpu_quota=math.inf).physical_cores == 3
+    assert detect_cpu(info, allowed_cpus=set(range(8)), cpu_quota=1.5).physical_cores == 2
+    assert not detect_cpu(info, allowed_cpus=set(), cpu_quota=math.inf).has_bf16
+
+
+def test_auto_precision_follows_bf16_units():
+    with_units = detect_cpu(cpuinfo(FLAGS_BF16, [(0, 0)]), allowed_cpus={0}, cpu_quota=math.inf)
+    without = detect_cpu(cpuinfo(FLAGS_PLAIN, [(0, 0)]), allowed_cpus={0}, cpu_quota=math.inf)
+    assert resolve_runtime(RuntimeOptions(), with_units).dtype == torch.bfloat16
+    assert resolve_runtime(RuntimeOptions(), without).dtype == torch.float32
+    forced = resolve_runtime(RuntimeOptions(precision="bf16"), without)
+    assert forced.dtype == torch.bfloat16
+    assert any("slower" in note for note in forced.notes)
+    assert resolve_runtime(RuntimeOptions(precision="fp32"), with_units).dtype == torch.float32
+    assert resolve_runtime(RuntimeOptions(threads=3), without).threads == 3
+
+
+def test_runtime_options_round_trip_and_errors():
+    options = RuntimeOptions(
+        precision="bf16", deepcache=DeepCacheOptions(interval=3, branch=1), threads=2
+    )
+    assert RuntimeOptions.from_json(options.to_json()) == options
+    assert options.precision is Precision.BF16
+    with pytest.raises(InvalidRequestError, match="precision"):
+        RuntimeOptions(precision="fp8")
+    with pytest.raises(InvalidRequestError, match="unknown runtime options"):
+        RuntimeOptions.from_dict({"turbo": True})
+    with pytest.raises(InvalidRequestError, match="tiny decoder"):
+        RuntimeOptions(fast_decode=True)
+    with pytest.raises(InvalidRequestError, match="threads"):
+        RuntimeOptions(threads=0)
+
+
+# -- the fast path gives the reference path's images ---------------------------------
+
+
+def _options(precision: str, channels_last: bool = True) -> RuntimeOptions:
+    return RuntimeOptions(precision=precision, channels_last=channels_last)
+
+
+def test_prepare_model_sets_dtype_layout_and_attention(tmp_path):
+    model = bundle(sd1_components(tmp_path))
+    prepare_model(model, resolve_runtime(_options("bf16")))
+    assert model.unet.dtype == torch.bfloat16 and model.vae.dtype == torch.bfloat16
+    conv = model.unet.conv_in.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.is_contiguous()
+    processors = list(model.unet.attn_processors.values()) + list(
+        model.vae.attn_processors.values()
+    )
+    assert processors and all(isinstance(p, AttnProcessor2_0) for p in processors)
+
+
+def _pixels(model_name: str, options: RuntimeOptions, **fields) -> np.ndarray:
+    request = api.GenerationRequest(
+        **{"prompt": "a red apple", "model": model_name, "steps": 4, "seed": 7, **fields}
+    )
+    image = api.generate(request, runtime=options)[0].image
+    return np.asarray(image).astype(np.float32)
+
+
+@pytest.mark.parametrize("sampler", ["DPM++ 2M", "Euler a"])
+def test_fast_path_matches_reference_path(tiny_sd1, sampler):
+    reference = _pixels(tiny_sd1, RuntimeOptions.reference(), sampler=sampler)
+    layout = _pixels(tiny_sd1, _options("fp32"), sampler=sampler)
+    fast = _pixels(tiny_sd1, _options("bf16"), sampler=sampler)
+    # fp32 in channels-last: the same numbers up to summation order
+    assert np.abs(layout - reference).max() <= 2.0
+    # bf16 (8-bit mantissa): close on average, a few levels at most in most pixels
+    difference = np.abs(fast - reference)
+    assert difference.mean() < 4.0, difference.mean()
+    assert np.percentile(difference, 99) < 24.0
+    assert reference.std() > 2.0
+
+
+def test_fast_path_matches_reference_on_sdxl(tiny_sdxl):
+    reference = _pixels(tiny_sdxl, RuntimeOptions.reference())
+    fast = _pixels(tiny_sdxl, _options("bf16"))
+    assert np.abs(fast - reference).mean() < 4.0
+
+
+def test_default_runtime_is_automatic(tiny_sd1):
+    model = api.load(tiny_sd1)
+    expected = resolve_runtime(RuntimeOptions()).dtype
+    assert model.unet.dtype == expected
+    assert api.load(tiny_sd1, runtime=RuntimeOptions.reference()).unet.dtype == torch.float32
+
+
+# -- VAE fallbacks -------------------------------------------------------------------
+
+
+def test_vae_decodes_again_in_fp32_when_bf16_gives_nan(tmp_path):
+    model = bundle(sd1_components(tmp_path))
+    prepare_model(model, resolve_runtime(_options("bf16")))
+
+    def poison(module, args, output):  # what an overflowing half-precision VAE does
+        return torch.full_like(output, float("nan")) if output.dtype != torch.float32 else output
+
+    handle = model.vae.decoder.register_forward_hook(poison)
+    latents = torch.randn(1, 4, 32, 32, dtype=torch.bfloat16)
+    try:
+        with pytest.warns(UserWarning, match="fp32"):
+            pixels = steps.decode_latents(model, latents)
+    finally:
+        handle.remove()
+    assert torch.isfinite(pixels).all()
+    assert model.vae.dtype == torch.float32  # stays in fp32 for the next images
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        steps.decode_latents(model, latents)  # no second warning
+
+
+def test_vae_tiles_only_large_images(tmp_path, monkeypatch):
+    # The real threshold is 1024x1024 pixels; a smaller one keeps the test fast.
+    monkeypatch.setattr(steps, "TILING_PIXELS", 64 * 64)
+    model = bundle(sd1_components(tmp_path))
+    calls = []
+    original = model.vae.tiled_decode
+    model.vae.tiled_decode = lambda *a, **k: calls.append(1) or original(*a, **k)
+    f = model.vae_scale_factor
+    steps.decode_latents(model, torch.randn(1, 4, 64 // f, 64 // f))
+    assert calls == []
+    pixels = steps.decode_latents(model, torch.randn(1, 4, 96 // f, 96 // f))
+    assert calls and pixels.shape[-2:] == (96, 96)
+    assert torch.isfinite(pixels).all()
+
+
+# -- memory ----------------------------------------------------------------------------
+
+
+def test_text_encoder_released_and_reloaded(tiny_sd1):
+    options = RuntimeOptions(precision="fp32", release_text_encoder=True)
+    first = _pixels(tiny_sd1, options)
+    model = api.load(tiny_sd1, runtime=RuntimeOptions(precision="fp32"))
+    # the cached model was released and is loaded again; run once more, then check
+    assert not steps.text_encoders_released(model)
+    second = _pixels(tiny_sd1, options)
+    released = api._cache and next(iter(api._cache.values()))
+    assert steps.text_encoders_released(released)
+    np.testing.assert_array_equal(first, second)
+    kept = _pixels(tiny_sd1, RuntimeOptions(precision="fp32", release_text_encoder=False))
+    np.testing.assert_array_equal(first, kept)
+
+
+_PEAK_PROBE = """
+import sys
+import torch
+from limner.runtime.memory import peak_rss_bytes, reset_peak_rss
+if not reset_peak_rss():
+    sys.exit(3)
+before = peak_rss_bytes()
+block = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB, touched
+print(peak_rss_bytes() - before)
+"""
+
+
+def test_peak_rss_is_measured():
+    # A fresh process: in a long test session the allocator may hand back pages that are
+    # already resident, and the peak would not move.
+    probe = subprocess.run([sys.executable, "-c", _PEAK_PROBE], capture_output=True, text=True)
+    if probe.returncode == 3:
+        pytest.skip("no /proc/self/clear_refs on this system")
+    assert probe.returncode == 0, probe.stderr
+    assert int(probe.stdout) >= 60 * 1024 * 1024
+
+
+def test_png_records_the_runtime_and_from_reuses_it(tiny_sd1, tmp_path):
+    options = RuntimeOptions(precision="bf16", deepcache=DeepCacheOptions(interval=2))
+    request = api.GenerationRequest(prompt="a red apple", model=tiny_sd1, steps=4, seed=9)
+    [image] = api.generate(request, runtime=options)
+    [path] = api.save_images([image], tmp_path / "a.png")
+    stored = api.image_info(path).request["runtime"]
+    assert stored["precision"] == "bf16"
+    assert stored["deepcache"] == {"interval": 2, "branch": 0}
+    again = api.generate_from(path)  # no runtime given: the stored one
+    np.testing.assert_array_equal(np.asarray(again.image), np.asarray(image.image))
+    other = api.generate_from(path, runtime=RuntimeOptions.reference())
+    assert not np.array_equal(np.asarray(other.image), np.asarray(image.image))

@@ -1,0 +1,266 @@
+"""The trainers of the built-in model (`limner train vae|unet`): tiny architectures on a
+tiny dataset, a few steps each. Loss goes down, a resumed run continues exactly as an
+uninterrupted one, and exported weights load through the engine as the built-in model."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from limner.data.emoji import build_emoji_dataset
+from limner.errors import InputFileError, InvalidRequestError
+from limner.training import trainers
+from limner.training.common import EMA, load_checkpoint, read_log
+from limner.training.unet import UnetTrainConfig
+from limner.training.vae import VaeTrainConfig
+
+TINY_VAE = {
+    "_class_name": "AutoencoderKL",
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [8, 8, 8, 8],
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 4,
+    "sample_size": 128,
+    "scaling_factor": 1.0,
+}
+
+TINY_UNET = {
+    "_class_name": "UNet2DConditionModel",
+    "sample_size": 16,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [16, 32],
+    "layers_per_block": 1,
+    "cross_attention_dim": 384,
+    "attention_head_dim": 2,
+    "norm_num_groups": 8,
+    "use_linear_projection": True,
+}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = tmp_path_factory.mktemp("emoji") / "ds"
+    return str(build_emoji_dataset(out, train_size=16, heldout_size=4, seed=3))
+
+
+@pytest.fixture(scope="module")
+def arch_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("arch")
+    (root / "vae.json").write_text(json.dumps(TINY_VAE))
+    (root / "unet.json").write_text(json.dumps(TINY_UNET))
+    return {"vae": str(root / "vae.json"), "unet": str(root / "unet.json")}
+
+
+def _vae_config(dataset, arch_files, run_dir: Path, steps: int) -> VaeTrainConfig:
+    return VaeTrainConfig(
+        data=dataset,
+        run_dir=str(run_dir),
+        steps=steps,
+        batch_size=2,
+        crop=32,
+        lr=3e-3,
+        warmup=1,
+        limit=2,
+        checkpoint_every=3,
+        sample_every=0,
+        log_every=1,
+        arch=arch_files["vae"],
+        quiet=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_vae(dataset, arch_files, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of a tiny VAE trained 12 steps."""
+    from limner.training import vae_loop
+
+    run_dir = tmp_path_factory.mktemp("vae-run")
+    vae_loop.train(_vae_config(dataset, arch_files, run_dir, steps=12))
+    return run_dir
+
+
+def test_train_command_has_one_entry_per_trainer():
+    from limner.cli import build_parser
+
+    names = set(trainers())
+    assert {"vae", "unet"} <= names
+    args = build_parser().parse_args(
+        ["train", "unet", "--data", "d", "--run-dir", "r", "--steps", "7"]
+    )
+    assert args.handler is trainers()["unet"].run
+    assert args.steps == 7 and args.caption_dropout == pytest.approx(0.1)
+
+
+def test_ema_warms_up_and_averages():
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.constant_(model.weight, 0.0)
+    ema = EMA(model, max_decay=0.5)
+    assert ema.decay() == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
+    torch.nn.init.constant_(model.weight, 1.0)
+    ema.update(model)  # 0 * 0.1 + 1 * 0.9
+    assert float(ema.shadow["weight"]) == pytest.approx(0.9)
+    ema.update(model)  # decay now min(0.5, 2/11)
+    assert float(ema.shadow["weight"]) == pytest.approx(0.9 * 2 / 11 + 9 / 11)
+
+
+def test_vae_loss_decreases(trained_vae):
+    log = [r["l1"] for r in read_log(trained_vae)]
+    assert len(log) == 12
+    assert sum(log[-3:]) / 3 < sum(log[:3]) / 3
+
+
+def test_vae_resume_continues_exactly(dataset, arch_files, trained_vae, tmp_path):
+    from limner.training import vae_loop
+
+    vae_loop.train(_vae_config(dataset, arch_files, tmp_path, steps=5))
+    vae_loop.train(_vae_config(dataset, arch_files, tmp_path, steps=12), resume=True)
+    resumed, straight = load_checkpoint(tmp_path), load_checkpoint(trained_vae)
+    assert resumed["state"].step == straight["state"].step == 12
+    for key, value in straight["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    assert [r["loss"] for r in read_log(tmp_path)] == [r["loss"] for r in read_log(trained_vae)]
+
+
+def test_resume_refuses_changed_options_and_fresh_run_refuses_old_dir(
+    dataset, arch_files, trained_vae
+):
+    from limner.training import vae_loop
+
+    changed = _vae_config(dataset, arch_files, trained_vae, steps=20)
+    changed.lr = 1e-4
+    with pytest.raises(InvalidRequestError, match="lr"):
+        vae_loop.train(changed, resume=True)
+    with pytest.raises(InvalidRequestError, match="--resume"):
+        vae_loop.train(_vae_config(dataset, arch_files, trained_vae, steps=20))
+
+
+def test_resume_without_checkpoint_is_a_clear_error(dataset, arch_files, tmp_path):
+    from limner.training import vae_loop
+
+    with pytest.raises(InputFileError, match="no checkpoint"):
+        vae_loop.train(_vae_config(dataset, arch_files, tmp_path, steps=2), resume=True)
+
+
+@pytest.fixture(scope="module")
+def exported(dataset, trained_vae, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from limner.training import vae_loop
+
+    root = tmp_path_factory.mktemp("exported")
+    vae_loop.export(trained_vae, root, data=dataset)
+    return root
+
+
+def test_vae_export_is_fp16_safetensors_with_measured_latent_scale(exported):
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file
+
+    tensors = load_file(exported / "vae" / "diffusion_pytorch_model.safetensors")
+    assert {t.dtype for t in tensors.values()} == {torch.float16}
+    config = json.loads((exported / "vae" / "config.json").read_text())
+    assert config["scaling_factor"] != 1.0 and "shift_factor" in config
+    AutoencoderKL.from_pretrained(exported / "vae", local_files_only=True)
+
+
+def _unet_config(dataset, arch_files, vae: Path, run_dir: Path, steps: int) -> UnetTrainConfig:
+    return UnetTrainConfig(
+        data=dataset,
+        run_dir=str(run_dir),
+        vae=str(vae),
+        steps=steps,
+        batch_size=2,
+        lr=2e-3,
+        warmup=1,
+        caption_dropout=0.5,
+        limit=2,
+        checkpoint_every=4,
+        sample_every=0,
+        log_every=1,
+        arch=arch_files["unet"],
+        quiet=True,
+    )
+
+
+def test_unet_trains_resumes_exactly_and_exports(dataset, arch_files, exported, tmp_path):
+    from limner.training import unet_loop
+
+    vae = exported / "vae"
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    with_samples = _unet_config(dataset, arch_files, vae, straight, steps=6)
+    with_samples.sample_every = 6  # sample grids go through the engine, as users sample
+    unet_loop.train(with_samples)
+    assert (straight / "samples" / "step-000006.png").is_file()
+    unet_loop.train(_unet_config(dataset, arch_files, vae, resumed, steps=4))
+    unet_loop.train(_unet_config(dataset, arch_files, vae, resumed, steps=6), resume=True)
+    a, b = load_checkpoint(straight), load_checkpoint(resumed)
+    for key, value in a["model"].items():
+        assert torch.equal(b["model"][key], value), key
+    for key, value in a["ema"]["shadow"].items():
+        assert torch.equal(b["ema"]["shadow"][key], value), key
+    assert len(read_log(straight)) == 6
+    target = unet_loop.export(straight, exported)
+    assert (target / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_text_conditioning_matches_the_engine():
+    """The trainer encodes captions as the engine encodes a prompt at sampling time."""
+    from limner.models.latent import Family
+    from limner.models.loading import prompt_encoder_for
+    from limner.training.unet_loop import TextConditioner
+
+    text = TextConditioner()
+    engine = prompt_encoder_for(
+        Family.BUILTIN, {"tokenizer": text.tokenizer, "text_encoder": text.encoder}
+    )
+    captions = ["a red apple to the left of a dog on a blue background", ""]
+    batch = text(captions)
+    for k, caption in enumerate(captions):
+        expected = engine.encode(caption).embeds[0]
+        torch.testing.assert_close(batch[k], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_builtin_loads_exported_weights_without_placeholder_warning(
+    dataset, arch_files, exported, tmp_path, monkeypatch
+):
+    """Weights in the package's builtin folder replace the placeholder, engine path."""
+    import shutil
+
+    from limner import api
+    from limner.models import builtin
+    from limner.training import unet_loop
+
+    unet_run = tmp_path / "unet-run"
+    unet_loop.train(_unet_config(dataset, arch_files, exported / "vae", unet_run, steps=2))
+    folder = tmp_path / "builtin"
+    shutil.copytree(builtin.builtin_dir(), folder, ignore=shutil.ignore_patterns("unet", "vae"))
+    shutil.copytree(exported / "vae", folder / "vae")
+    unet_loop.export(unet_run, folder)
+    monkeypatch.setattr(builtin, "builtin_dir", lambda: folder)
+    assert builtin.has_trained_weights()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = builtin.load_builtin()
+    assert model.unet.config.block_out_channels == TINY_UNET["block_out_channels"]
+    request = api.GenerationRequest(prompt="a red apple", seed=1, steps=2, guidance_scale=3.0)
+    image = api.generate(request, model=model)[0].image
+    assert image.size == (128, 128)
+
+
+def test_showcase_grid_has_one_cell_per_prompt(tiny_sd1, tmp_path):
+    from PIL import Image
+
+    from limner.training.showcase import showcase
+
+    out = showcase(tmp_path / "grid.png", ["a red apple", "a dog"], model=tiny_sd1, steps=2)
+    grid = Image.open(out)
+    assert grid.width > 2 * 64 and grid.height > 64  # two cells side by side, captions below
