@@ -172,6 +172,36 @@ def test_vae_export_is_fp16_safetensors_with_measured_latent_scale(exported):
     AutoencoderKL.from_pretrained(exported / "vae", local_files_only=True)
 
 
+def test_decoder_only_keeps_the_encoder_and_latent_scale(dataset, arch_files, exported, tmp_path):
+    from dataclasses import replace
+
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file
+
+    from limner.training import vae_loop
+
+    run_dir = tmp_path / "decoder-run"
+    config = replace(
+        _vae_config(dataset, arch_files, run_dir, steps=4),
+        init=str(exported / "vae"),
+        decoder_only=True,
+        arch="",
+    )
+    vae_loop.train(config)
+    out = vae_loop.export(run_dir, tmp_path / "out", data=dataset)
+    before = load_file(exported / "vae" / "diffusion_pytorch_model.safetensors")
+    after = load_file(out / "diffusion_pytorch_model.safetensors")
+    frozen = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    for key in ("scaling_factor", "shift_factor"):
+        assert AutoencoderKL.load_config(out)[key] == AutoencoderKL.load_config(
+            exported / "vae"
+        )[key]
+    with pytest.raises(InvalidRequestError, match="--decoder-only needs --init"):
+        vae_loop.train(replace(config, init="", run_dir=str(tmp_path / "other")))
+
+
 def _unet_config(dataset, arch_files, vae: Path, run_dir: Path, steps: int) -> UnetTrainConfig:
     return UnetTrainConfig(
         data=dataset,

@@ -181,6 +181,35 @@ def check_resume_config(
         raise InvalidRequestError(f"cannot resume with changed options ({shown})")
 
 
+def start_run(
+    run_dir: Path,
+    config: Any,
+    resume_keys: Sequence[str],
+    *,
+    resume: bool,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: EMA,
+) -> RunState:
+    """Restore a run from its checkpoint (`resume`) or start a fresh one in an empty
+    `run_dir`; writes the run's config.json. The state to continue from."""
+    state = RunState()
+    if resume:
+        ckpt = load_checkpoint(run_dir)
+        check_resume_config(ckpt["config"], asdict(config), resume_keys)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        ema.load_state_dict(ckpt["ema"])
+        state = ckpt["state"]
+    elif (run_dir / CHECKPOINT_NAME).exists():
+        raise InvalidRequestError(
+            f"{run_dir} already holds a run: pass --resume or a new --run-dir"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
+    return state
+
+
 # ------------------------------------------------------------------------------------------
 # Progress, logs, sample grids
 # ------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""Options and the run step shared by the trainers whose loops live in `*_loop` modules
-(evaluator, CLIP): the same flags, the same config fields, and `--export` instead of
-training. The loops are imported only when a run starts, so `limner --help` stays light.
+"""Options shared by the trainers: those of the generator's parts (VAE, UNet: explicit
+`--resume`, sample grids, `--init`) and those of the scoring models (evaluator, CLIP: a
+run folder with a checkpoint is resumed). `--export` writes weights instead of training.
+The loops are imported only when a run starts, so `limner --help` stays light.
 """
 
 from __future__ import annotations
@@ -83,3 +84,55 @@ def run_trainer(
     )
     print(json.dumps(record))
     return 0
+
+
+def add_generator_arguments(parser: argparse.ArgumentParser, defaults: Any, part: str) -> None:
+    """The flags every generator-part trainer has (`defaults`: its config with defaults)."""
+    d, p = defaults, parser
+    p.add_argument("--data", required=True, help="dataset folder from `limner data emoji`")
+    p.add_argument("--run-dir", required=True, help="folder for checkpoint, log and samples")
+    p.add_argument(
+        "--steps", type=int, default=d.steps, help=f"total optimizer steps (default {d.steps})"
+    )
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--warmup", type=int, default=d.warmup, help="steps of linear lr warm-up")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--limit", type=int, default=0, help="use only the first N scenes (0: all)")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument(
+        "--threads", type=int, default=d.threads, help=f"torch CPU threads (default {d.threads})"
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=d.checkpoint_every,
+        help="steps between checkpoints",
+    )
+    p.add_argument(
+        "--sample-every", type=int, default=d.sample_every, help="steps between sample grids"
+    )
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument(
+        "--init", default="", help=f"start from weights: 'builtin' or a diffusers {part} folder"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"write the run's EMA weights as fp16 safetensors to DIR/{part} and exit",
+    )
+    p.add_argument(
+        "--arch",
+        default="",
+        help="architecture config JSON for a fresh model (default: the built-in one)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def config_from_args(config_class: type, args: argparse.Namespace) -> Any:
+    """The trainer config whose fields the parsed flags name."""
+    fields = config_class.__dataclass_fields__
+    return config_class(**{k: v for k, v in vars(args).items() if k in fields})

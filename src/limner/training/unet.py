@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from limner.training import Trainer, register
+from limner.training.options import add_generator_arguments, config_from_args
 
 RESUME_KEYS = (
     "data",
@@ -68,54 +69,20 @@ class UnetTrainConfig:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="dataset folder from `limner data emoji`")
-    p.add_argument("--run-dir", required=True, help="folder for checkpoint, log and samples")
+    add_generator_arguments(p, UnetTrainConfig(data="", run_dir=""), "unet")
     p.add_argument(
         "--vae",
         default="builtin",
         help="the frozen VAE: 'builtin' or a diffusers vae folder (default builtin)",
     )
-    p.add_argument("--steps", type=int, default=20000, help="total optimizer steps")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--warmup", type=int, default=200, help="steps of linear lr warm-up")
     p.add_argument("--caption-dropout", type=float, default=0.1, help="for CFG (default 0.1)")
     p.add_argument("--snr-gamma", type=float, default=5.0, help="Min-SNR gamma (0: plain MSE)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=0, help="use only the first N scenes (0: all)")
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
-    p.add_argument("--sample-every", type=int, default=500, help="steps between sample grids")
-    p.add_argument("--log-every", type=int, default=20)
-    p.add_argument(
-        "--init", default="", help="start from weights: 'builtin' or a diffusers unet folder"
-    )
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
-    p.add_argument(
-        "--export",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="write the run's EMA weights as fp16 safetensors to DIR/unet and exit",
-    )
-    p.add_argument(
-        "--arch",
-        default="",
-        help="architecture config JSON for a fresh model (default: the built-in one)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def config_from_args(args: argparse.Namespace) -> UnetTrainConfig:
-    fields = UnetTrainConfig.__dataclass_fields__
-    return UnetTrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
 
 
 def run(args: argparse.Namespace) -> int:
     from limner.training import unet_loop
 
-    config = config_from_args(args)
+    config = config_from_args(UnetTrainConfig, args)
     if args.export is not None:
         print(unet_loop.export(Path(config.run_dir), args.export))
         return 0

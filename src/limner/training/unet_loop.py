@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -20,11 +19,11 @@ from limner.training.common import (
     RunState,
     architecture,
     autocast,
-    check_resume_config,
     image_grid,
     images_tensor,
     load_checkpoint,
     save_checkpoint,
+    start_run,
     step_rng,
 )
 from limner.training.data import SceneBatches
@@ -139,20 +138,9 @@ def train(config: UnetTrainConfig, resume: bool = False) -> RunState:
     unet.train()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.01)
     ema = EMA(unet, config.ema_decay)
-    state = RunState()
-    if resume:
-        ckpt = load_checkpoint(run_dir)
-        check_resume_config(ckpt["config"], asdict(config), RESUME_KEYS)
-        unet.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        ema.load_state_dict(ckpt["ema"])
-        state = ckpt["state"]
-    elif (run_dir / "checkpoint.pt").exists():
-        raise InvalidRequestError(
-            f"{run_dir} already holds a run: pass --resume or a new --run-dir"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
+    state = start_run(
+        run_dir, config, RESUME_KEYS, resume=resume, model=unet, optimizer=optimizer, ema=ema
+    )
 
     progress = Progress(run_dir, state.step, config.steps, config.log_every, config.quiet)
     t_start, seconds0 = time.perf_counter(), state.seconds

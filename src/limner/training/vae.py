@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from limner.training import Trainer, register
+from limner.training.options import add_generator_arguments, config_from_args
 
 # Options that must match to resume a run exactly.
 RESUME_KEYS = (
@@ -27,6 +28,7 @@ RESUME_KEYS = (
     "ema_decay",
     "init",
     "arch",
+    "decoder_only",
 )
 
 
@@ -50,53 +52,28 @@ class VaeTrainConfig:
     log_every: int = 20
     init: str = ""  # "" (fresh), "builtin", or a diffusers vae folder
     arch: str = ""  # architecture config JSON (default: the built-in one)
+    # Train the decoder alone, the encoder (and so the latent space) frozen: a UNet can
+    # train on latents of --init while the decoder goes on improving, as SD's
+    # ft-MSE decoder was fine-tuned under a fixed encoder.
+    decoder_only: bool = False
     quiet: bool = False
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="dataset folder from `limner data emoji`")
-    p.add_argument("--run-dir", required=True, help="folder for checkpoint, log and samples")
-    p.add_argument("--steps", type=int, default=6000, help="total optimizer steps (default 6000)")
-    p.add_argument("--batch-size", type=int, default=16)
+    add_generator_arguments(p, VaeTrainConfig(data="", run_dir=""), "vae")
     p.add_argument("--crop", type=int, default=64, help="training crop size, a multiple of 8")
-    p.add_argument("--lr", type=float, default=4e-4)
-    p.add_argument("--warmup", type=int, default=200, help="steps of linear lr warm-up")
     p.add_argument("--kl-weight", type=float, default=1e-6)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=0, help="use only the first N scenes (0: all)")
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints")
-    p.add_argument("--sample-every", type=int, default=500, help="steps between sample grids")
-    p.add_argument("--log-every", type=int, default=20)
     p.add_argument(
-        "--init", default="", help="start from weights: 'builtin' or a diffusers vae folder"
+        "--decoder-only",
+        action="store_true",
+        help="train only the decoder of --init; its encoder and latent space stay fixed",
     )
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
-    p.add_argument(
-        "--export",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="write the run's EMA weights as fp16 safetensors to DIR/vae and exit",
-    )
-    p.add_argument(
-        "--arch",
-        default="",
-        help="architecture config JSON for a fresh model (default: the built-in one)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def config_from_args(args: argparse.Namespace) -> VaeTrainConfig:
-    fields = VaeTrainConfig.__dataclass_fields__
-    return VaeTrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
 
 
 def run(args: argparse.Namespace) -> int:
     from limner.training import vae_loop
 
-    config = config_from_args(args)
+    config = config_from_args(VaeTrainConfig, args)
     if args.export is not None:
         out = vae_loop.export(Path(config.run_dir), args.export, data=config.data)
         print(out)

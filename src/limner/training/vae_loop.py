@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +17,11 @@ from limner.training.common import (
     RunState,
     architecture,
     autocast,
-    check_resume_config,
     image_grid,
     images_tensor,
     load_checkpoint,
     save_checkpoint,
+    start_run,
     step_rng,
     to_uint8,
 )
@@ -52,6 +50,13 @@ def build_vae(init: str = "", seed: int = 0, arch: str = "") -> AutoencoderKL:
         with torch.no_grad():
             vae.quant_conv.bias[vae.config.latent_channels :] -= LOGVAR_INIT_OFFSET
     return vae
+
+
+def freeze_encoder(vae: AutoencoderKL) -> None:
+    """Fix everything up to the latent distribution (encoder and quant_conv)."""
+    vae.encoder.requires_grad_(False)
+    if vae.quant_conv is not None:
+        vae.quant_conv.requires_grad_(False)
 
 
 def random_crops(images: list[np.ndarray], size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -86,24 +91,18 @@ def train(config: VaeTrainConfig, resume: bool = False) -> RunState:
     torch.set_num_threads(max(1, config.threads))
     run_dir = Path(config.run_dir)
     batches = SceneBatches(config.data, "train", config.limit)
+    if config.decoder_only and not config.init:
+        raise InvalidRequestError("--decoder-only needs --init (the VAE whose encoder stays)")
     vae = build_vae(config.init, config.seed, config.arch)
     vae.train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=0.0)
+    if config.decoder_only:
+        freeze_encoder(vae)
+    trained = [p for p in vae.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=0.0)
     ema = EMA(vae, config.ema_decay)
-    state = RunState()
-    if resume:
-        ckpt = load_checkpoint(run_dir)
-        check_resume_config(ckpt["config"], asdict(config), RESUME_KEYS)
-        vae.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        ema.load_state_dict(ckpt["ema"])
-        state = ckpt["state"]
-    elif (run_dir / "checkpoint.pt").exists():
-        raise InvalidRequestError(
-            f"{run_dir} already holds a run: pass --resume or a new --run-dir"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
+    state = start_run(
+        run_dir, config, RESUME_KEYS, resume=resume, model=vae, optimizer=optimizer, ema=ema
+    )
     samples = (
         SceneBatches(config.data, "heldout") if _has_split(config.data, "heldout") else batches
     )
@@ -124,7 +123,7 @@ def train(config: VaeTrainConfig, resume: bool = False) -> RunState:
                 loss, parts = vae_loss(vae, x, config.kl_weight, g)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimizer.step()
             ema.update(vae)
             state.step, state.images_seen = step, state.images_seen + len(idx)
@@ -191,8 +190,10 @@ def export(run_dir: Path, out: Path, *, data: str) -> Path:
         ema.load_state_dict(ckpt["ema"])
         ema.copy_to(vae)
     vae.eval()
-    mean, std = latent_statistics(vae, data)
-    vae.register_to_config(shift_factor=round(mean, 5), scaling_factor=round(1.0 / std, 5))
+    if not ckpt["config"].get("decoder_only"):
+        # (A decoder-only run keeps its --init's latent space, so its shift and scale.)
+        mean, std = latent_statistics(vae, data)
+        vae.register_to_config(shift_factor=round(mean, 5), scaling_factor=round(1.0 / std, 5))
     target = Path(out) / "vae"
     vae.to(torch.float16).save_pretrained(target, safe_serialization=True)
     return target
