@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.models.attention_processor import AttnProcessor
 
 from limner.errors import InvalidRequestError
 from limner.models.builtin import builtin_dir, load_text_encoder
@@ -136,6 +137,10 @@ def train(config: UnetTrainConfig, resume: bool = False) -> RunState:
     acp = alphas_cumprod(scheduler_config)
     unet = build_unet(config.init, config.seed, config.arch)
     unet.train()
+    # Attention as plain matmuls: at these sizes (256 queries, heads of 32) PyTorch's
+    # fused CPU attention is several times slower, its backward above all (measured: a
+    # whole training step 1.8x faster with the math path).
+    unet.set_attn_processor(AttnProcessor())
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.01)
     ema = EMA(unet, config.ema_decay)
     state = start_run(
