@@ -30,6 +30,7 @@ from limner.training.evaluator_loop import (
     augment,
     cosine_lr,
     load_checkpoint,
+    resume_if_present,
     save_checkpoint,
 )
 
@@ -116,15 +117,7 @@ def train_clip(
     torch.manual_seed(cfg.seed)
     model = build_clip(arch, tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = 0
-    ckpt_path = cfg.out / CHECKPOINT
-    if ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["step"])
-        say(f"resumed from {ckpt_path} at step {start}")
-        append_log(cfg.out / LOG, {"step": start, "resumed": True, "steps": cfg.steps})
+    start = resume_if_present(cfg.out, model, opt, cfg.steps, say)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_has_bf16())
     say(
         f"clip: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
@@ -188,7 +181,10 @@ def train_clip(
             record = {**record, "validation": val}
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             save_checkpoint(
-                ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=done
+                cfg.out / CHECKPOINT,
+                model=model.state_dict(),
+                optimizer=opt.state_dict(),
+                step=done,
             )
     bar.close()
     final = save_clip(model, tokenizer, cfg.out / FINAL)

@@ -70,6 +70,21 @@ def append_log(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def resume_if_present(out: Path, model, optimizer, steps: int, say) -> int:
+    """Restore model and optimizer from the run folder's checkpoint, if there is one (and
+    log the resume); the step to continue from (0 for a fresh run)."""
+    path = out / CHECKPOINT
+    if not path.is_file():
+        return 0
+    state = load_checkpoint(path)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    start = int(state["step"])
+    say(f"resumed from {path} at step {start}")
+    append_log(out / LOG, {"step": start, "resumed": True, "steps": steps})
+    return start
+
+
 # ------------------------------------------------------------------------------------------
 # Targets
 # ------------------------------------------------------------------------------------------
@@ -191,15 +206,7 @@ def train_evaluator(
     torch.manual_seed(cfg.seed)
     model = EmojiEvaluator(config)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = 0
-    ckpt_path = cfg.out / CHECKPOINT
-    if ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["step"])
-        say(f"resumed from {ckpt_path} at step {start}")
-        append_log(cfg.out / LOG, {"step": start, "resumed": True, "steps": cfg.steps})
+    start = resume_if_present(cfg.out, model, opt, cfg.steps, say)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_has_bf16())
     say(
         f"evaluator: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
@@ -260,7 +267,10 @@ def train_evaluator(
             record = {**record, "validation": val}
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             save_checkpoint(
-                ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=done
+                cfg.out / CHECKPOINT,
+                model=model.state_dict(),
+                optimizer=opt.state_dict(),
+                step=done,
             )
     bar.close()
     save_evaluator(model, concepts, cfg.out / FINAL)
