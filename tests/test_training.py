@@ -13,6 +13,7 @@ import torch
 
 from limner.data.emoji import build_emoji_dataset
 from limner.errors import InputFileError, InvalidRequestError
+from limner.models.latent_rgb import load_latent_rgb
 from limner.training import trainers
 from limner.training.common import EMA, load_checkpoint, read_log
 from limner.training.unet import UnetTrainConfig
@@ -170,6 +171,8 @@ def test_vae_export_is_fp16_safetensors_with_measured_latent_scale(exported):
     config = json.loads((exported / "vae" / "config.json").read_text())
     assert config["scaling_factor"] != 1.0 and "shift_factor" in config
     AutoencoderKL.from_pretrained(exported / "vae", local_files_only=True)
+    rgb = load_latent_rgb(exported / "vae")  # the live-preview map of its latent space
+    assert rgb is not None and rgb.channels == config["latent_channels"]
 
 
 def test_decoder_only_keeps_the_encoder_and_latent_scale(dataset, arch_files, exported, tmp_path):
@@ -195,9 +198,9 @@ def test_decoder_only_keeps_the_encoder_and_latent_scale(dataset, arch_files, ex
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
     for key in ("scaling_factor", "shift_factor"):
-        assert AutoencoderKL.load_config(out)[key] == AutoencoderKL.load_config(
-            exported / "vae"
-        )[key]
+        assert (
+            AutoencoderKL.load_config(out)[key] == AutoencoderKL.load_config(exported / "vae")[key]
+        )
     with pytest.raises(InvalidRequestError, match="--decoder-only needs --init"):
         vae_loop.train(replace(config, init="", run_dir=str(tmp_path / "other")))
 

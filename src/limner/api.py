@@ -32,6 +32,7 @@ from limner.images import (
 )
 from limner.infotext import a1111_params, format_infotext, parse_infotext
 from limner.models.latent import LatentDiffusionModel
+from limner.models.latent_rgb import LatentRGB
 from limner.models.loading import ModelRef, load_model, registered_models, resolve_model
 from limner.pipelines import latent as pipelines
 from limner.pipelines.steps import tensor_to_pil
@@ -92,11 +93,13 @@ class GeneratedImage:
 
 @dataclass
 class Progress:
-    """A step of a generation: which batch, which step, how fast."""
+    """A step of a generation: which batch, which step, how fast, and the model's map
+    from its latents to RGB for a cheap preview (None: the model has none)."""
 
     batch: int
     batch_count: int
     step: StepEvent
+    latent_rgb: LatentRGB | None = None
 
 
 # One model stays loaded between calls; loading is the slow part of a first image.
@@ -256,7 +259,11 @@ def generate(
         first = batch * req.batch_size
         seeds = [req.seed + first + j for j in range(req.batch_size)]
         hooks = pipelines.Hooks(
-            callback=(lambda event, b=batch: on_progress(Progress(b, req.batch_runs, event)))
+            callback=(
+                lambda event, b=batch: on_progress(
+                    Progress(b, req.batch_runs, event, model.latent_rgb)
+                )
+            )
             if on_progress
             else None,
             should_stop=should_stop,
@@ -289,7 +296,9 @@ def _ranker(req: GenerationRequest):
     return cached_clip(req.clip)
 
 
-def _keep_best(results: list[GeneratedImage], req: GenerationRequest, scorer) -> list[GeneratedImage]:
+def _keep_best(
+    results: list[GeneratedImage], req: GenerationRequest, scorer
+) -> list[GeneratedImage]:
     """The `keep` candidates with the highest CLIP score, best first; each keeps its seed
     and index, so `generate_from` remakes it."""
     from limner.ranking import best_indices

@@ -1,11 +1,9 @@
 """A cheap preview of a generation in progress, from its latents, without the VAE.
 
-For 4-channel Stable Diffusion latents, a fixed linear map from the latent channels to
-RGB approximates the VAE decoder well enough to see the composition form: the
-"Approx cheap" live preview of AUTOMATIC1111 (``modules/sd_vae_approx.py``,
-``cheap_approximation``), coefficients fitted by Keturn
-(discuss.huggingface.co/t/decoding-latents-to-rgb-without-upscaling/23204/2).
-Other channel counts are shown as their first three channels, min-max normalised.
+The model's linear map from latent channels to RGB (`limner.models.latent_rgb`: A1111's
+"Approx cheap" coefficients for Stable Diffusion latents, a fitted one for VAEs trained
+here) approximates the VAE decoder well enough to see the composition form. Latents
+without a map are shown as their first three channels, min-max normalised.
 A few thousand multiply-adds at 64 px: cheap enough for every step.
 """
 
@@ -17,18 +15,9 @@ import io
 import numpy as np
 from PIL import Image
 
-__all__ = ["SD_LATENT_RGB", "latent_preview", "preview_png_base64"]
+from limner.models.latent_rgb import LatentRGB
 
-# (latent channel, RGB): A1111's coefficients for SD 1.x/2.x latents (scaled, as sampled).
-SD_LATENT_RGB = np.array(
-    [
-        [0.298, 0.207, 0.208],
-        [0.187, 0.286, 0.173],
-        [-0.158, 0.189, 0.264],
-        [-0.184, -0.271, -0.473],
-    ],
-    dtype=np.float32,
-)
+__all__ = ["latent_preview", "preview_png_base64"]
 
 
 def _first_sample(latents) -> np.ndarray:
@@ -39,12 +28,12 @@ def _first_sample(latents) -> np.ndarray:
     return array[0] if array.ndim == 4 else array
 
 
-def latent_preview(latents, size: int = 64) -> Image.Image:
-    """An RGB image of the first latent in `latents` (B, C, h, w), longer side `size` px."""
+def latent_preview(latents, size: int = 64, latent_rgb: LatentRGB | None = None) -> Image.Image:
+    """An RGB image of the first latent in `latents` (B, C, h, w), longer side `size` px,
+    through the model's `latent_rgb` map when it has one for this many channels."""
     x = _first_sample(latents)  # (C, h, w)
-    if x.shape[0] == SD_LATENT_RGB.shape[0]:
-        rgb = np.einsum("chw,cr->hwr", x, SD_LATENT_RGB)  # (h, w, 3), about -1..1
-        rgb = (rgb + 1.0) / 2.0
+    if latent_rgb is not None and x.shape[0] == latent_rgb.channels:
+        rgb = (latent_rgb.apply(x) + 1.0) / 2.0  # (h, w, 3)
     else:
         rgb = np.moveaxis(np.resize(x, (3, *x.shape[1:])), 0, -1)
         low, high = float(rgb.min()), float(rgb.max())
@@ -58,8 +47,8 @@ def latent_preview(latents, size: int = 64) -> Image.Image:
     return image.resize(target, Image.Resampling.BILINEAR)
 
 
-def preview_png_base64(latents, size: int = 64) -> str:
+def preview_png_base64(latents, size: int = 64, latent_rgb: LatentRGB | None = None) -> str:
     """`latent_preview` as base64 PNG (no data: prefix), as A1111's progress API sends it."""
     buffer = io.BytesIO()
-    latent_preview(latents, size).save(buffer, format="PNG")
+    latent_preview(latents, size, latent_rgb).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")

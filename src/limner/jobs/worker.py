@@ -223,7 +223,7 @@ class Worker:
                     "total": step.total,
                     "progress": fraction,
                     "eta_s": round(eta, 3),
-                    "preview": preview_png_base64(step.latents, self.preview_size),
+                    "preview": preview_png_base64(step.latents, self.preview_size, p.latent_rgb),
                 }
             )
 

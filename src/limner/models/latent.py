@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
+from limner.models.latent_rgb import LatentRGB
 from limner.models.text import PromptEncoder
 
 
@@ -36,6 +37,7 @@ class LatentDiffusionModel:
     source: Path | None = None
     sha256: str | None = None
     components: dict = field(default_factory=dict)  # diffusers-style names -> modules
+    latent_rgb: LatentRGB | None = None  # latents -> RGB for previews (None: not known)
 
     @property
     def vae_scale_factor(self) -> int:

@@ -17,6 +17,7 @@ import torch
 from limner.errors import ModelLoadError, UnsafeCheckpointError
 from limner.home import models_dir
 from limner.models.latent import Family, LatentDiffusionModel
+from limner.models.latent_rgb import SD_LATENT_RGB, LatentRGB, load_latent_rgb
 from limner.models.text import PromptEncoder, TokenEncoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a load must never reach for the hub
@@ -227,4 +228,17 @@ def bundle_from_components(
         scheduler_config=config,
         source=source,
         components=components,
+        latent_rgb=latent_rgb_for(family, source, components["vae"]),
     )
+
+
+def latent_rgb_for(family: Family, source: Path | None, vae) -> LatentRGB | None:
+    """The preview map of a model: the one stored with its VAE (a diffusers folder's
+    vae/latent_rgb.json), else Stable Diffusion's for the SD families, else none."""
+    if source is not None and Path(source).is_dir():
+        stored = load_latent_rgb(Path(source) / "vae")
+        if stored is not None and stored.channels == vae.config.latent_channels:
+            return stored
+    if family is not Family.BUILTIN and vae.config.latent_channels == SD_LATENT_RGB.channels:
+        return SD_LATENT_RGB
+    return None

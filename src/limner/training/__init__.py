@@ -31,6 +31,7 @@ TRAINER_MODULES = (
     "limner.training.unet",
     "limner.training.evaluator",
     "limner.training.clip",
+    "limner.training.preview_map",
 )
 
 

@@ -26,6 +26,7 @@ from limner.training.common import (
     to_uint8,
 )
 from limner.training.data import SceneBatches
+from limner.training.preview_map import write_preview_map
 from limner.training.vae import RESUME_KEYS, VaeTrainConfig
 
 SAMPLE_COUNT = 8
@@ -196,4 +197,6 @@ def export(run_dir: Path, out: Path, *, data: str) -> Path:
         vae.register_to_config(shift_factor=round(mean, 5), scaling_factor=round(1.0 / std, 5))
     target = Path(out) / "vae"
     vae.to(torch.float16).save_pretrained(target, safe_serialization=True)
+    # Live previews need a latent-to-RGB map of this latent space (fitted in seconds).
+    write_preview_map(target, data)
     return target
