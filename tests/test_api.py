@@ -298,3 +298,49 @@ def test_img2img_strength_controls_change(tiny_sd1, input_image):
         diffs.append(np.abs(array(result.image) - array(image)).mean())
         assert f"Denoising strength: {written}," in result.infotext
     assert diffs[0] < diffs[1]
+
+
+# -- several requests at once ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["tiny_sd1", "tiny_sdxl"])
+def test_generate_many_gives_each_request_its_own_image(model, request):
+    name = request.getfixturevalue(model)
+    requests = [
+        req(name, prompt="a red apple", seed=1, sampler="Euler a"),
+        req(name, prompt="a blue boat on the sea", seed=2, sampler="Euler a"),
+        req(name, prompt="a red apple", seed=1, steps=4),  # other settings: own batch
+        req(name, prompt=LONG, seed=3, sampler="Euler a"),  # two chunks: cannot join
+        req(name, prompt="two of them", seed=4, batch_size=2),  # not one image: alone
+        req(name, prompt="a green tree", seed=5, sampler="Euler a"),
+    ]
+    many = api.generate_many(requests, max_batch=3)
+    alone = [api.generate(r) for r in requests]
+    assert [len(images) for images in many] == [1, 1, 1, 1, 2, 1]
+    for batched, single in zip(many, alone, strict=True):
+        for b, s in zip(batched, single, strict=True):
+            assert b.infotext == s.infotext and b.seed == s.seed
+            assert np.abs(array(b.image) - array(s.image)).max() <= 2
+    # Each from its own prompt: the two apples with different settings differ, and so
+    # do the apple and the boat made in one batch.
+    assert np.abs(array(many[0][0].image) - array(many[1][0].image)).max() > 10
+
+
+def test_generate_many_refuses_bad_input_before_any_image(tiny_sd1):
+    with pytest.raises(InvalidRequestError, match="max_batch"):
+        api.generate_many([req(tiny_sd1)], max_batch=0)
+    with pytest.raises(InvalidRequestError):
+        api.generate_many([req(tiny_sd1), {"prompt": "x", "steps": -1}])
+
+
+def test_a_batch_needs_one_prompt_or_one_per_image(tiny_sd1):
+    from limner.pipelines.steps import encode_conditioning
+
+    model = api.load(tiny_sd1)
+    kwargs = dict(batch_size=3, width=64, height=64, guidance=True)
+    with pytest.raises(InvalidRequestError, match="2 prompts for a batch of 3"):
+        encode_conditioning(model, ["a", "b"], "", **kwargs)
+    cond = encode_conditioning(model, ["a", "b", "c"], "", **kwargs)
+    assert cond.encoder_hidden_states.shape[0] == 6  # three negatives, three positives
+    with pytest.raises(InvalidRequestError, match="75-token chunks"):
+        encode_conditioning(model, ["a", LONG, "c"], "", **kwargs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +52,7 @@ __all__ = [
     "Precision",
     "convert_checkpoint",
     "generate",
+    "generate_many",
     "image_info",
     "list_models",
     "load",
@@ -235,24 +236,7 @@ def generate(
     runtime: RuntimeOptions | None = None,
 ) -> list[GeneratedImage]:
     """Run a request: batch_count batches of batch_size images, seeds seed, seed+1, ..."""
-    req = parse_request(request) if isinstance(request, dict) else request
-    req = req.with_seed()
-    sampler = resolve_sampler(req.sampler, req.schedule)  # fail before loading a model
-    if req.eta is not None and sampler.spec.eta is None:
-        takes_eta = ", ".join(name for name, spec in SAMPLERS.items() if spec.eta is not None)
-        raise InvalidRequestError(
-            f"sampler {sampler.spec.name!r} takes no eta; samplers that do: {takes_eta}"
-        )
-    scorer = _ranker(req)  # a bad CLIP folder fails before any image is made
-    if model is None:
-        resolve_model(req.model)  # an unknown model name fails before any file is read
-        inputs = _read_inputs(req, lambda: load(req.model, runtime=runtime).default_size)
-        model = load(req.model, runtime=runtime)
-    else:
-        inputs = _read_inputs(req, lambda: model.default_size)
-    f = model.vae_scale_factor
-    if inputs.width % f or inputs.height % f:
-        raise InvalidRequestError(f"width and height must be multiples of {f} for this model")
+    req, sampler, scorer, model, inputs = _start(request, model, runtime)
     sampling = _sampling(req, inputs)
     results: list[GeneratedImage] = []
     for batch in range(req.batch_runs):
@@ -286,6 +270,91 @@ def generate(
     if scorer is not None:
         results = _keep_best(results, req, scorer)
     return results
+
+
+def _start(request: GenerationRequest | dict, model, runtime):
+    """Check a request and everything it reads, then load its model: the request (seed
+    drawn), sampler, CLIP scorer (or None), model and input images."""
+    req = parse_request(request) if isinstance(request, dict) else request
+    req = req.with_seed()
+    sampler = resolve_sampler(req.sampler, req.schedule)  # fail before loading a model
+    if req.eta is not None and sampler.spec.eta is None:
+        takes_eta = ", ".join(name for name, spec in SAMPLERS.items() if spec.eta is not None)
+        raise InvalidRequestError(
+            f"sampler {sampler.spec.name!r} takes no eta; samplers that do: {takes_eta}"
+        )
+    scorer = _ranker(req)  # a bad CLIP folder fails before any image is made
+    if model is None:
+        resolve_model(req.model)  # an unknown model name fails before any file is read
+        inputs = _read_inputs(req, lambda: load(req.model, runtime=runtime).default_size)
+        model = load(req.model, runtime=runtime)
+    else:
+        inputs = _read_inputs(req, lambda: model.default_size)
+    f = model.vae_scale_factor
+    if inputs.width % f or inputs.height % f:
+        raise InvalidRequestError(f"width and height must be multiples of {f} for this model")
+    return req, sampler, scorer, model, inputs
+
+
+def generate_many(
+    requests: Sequence[GenerationRequest | dict],
+    *,
+    model: LatentDiffusionModel | None = None,
+    runtime: RuntimeOptions | None = None,
+    max_batch: int = 8,
+) -> list[list[GeneratedImage]]:
+    """Run several requests, each as `generate` runs it, in fewer UNet calls: text-to-image
+    requests for one image each that differ only in prompt and seed are denoised
+    together, up to `max_batch` at a time, each image from its own prompt and seed (so
+    the same image as alone, to float rounding). Small models gain most: a UNet step
+    costs less per image in a bigger batch. The results follow the requests' order."""
+    if max_batch < 1:
+        raise InvalidRequestError("max_batch must be at least 1")
+    reqs = [(parse_request(r) if isinstance(r, dict) else r).with_seed() for r in requests]
+    results: list[list[GeneratedImage] | None] = [None] * len(reqs)
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(reqs):
+        if r.mode is Mode.TXT2IMG and r.total_images == 1 and r.candidates is None:
+            settings = r.model_dump(mode="json", exclude={"prompt", "seed"})
+            groups.setdefault(json.dumps(settings, sort_keys=True), []).append(i)
+        else:
+            results[i] = generate(r, model=model, runtime=runtime)
+    for members in groups.values():
+        for start in range(0, len(members), max_batch):
+            chunk = members[start : start + max_batch]
+            batched = _generate_batched([reqs[i] for i in chunk], model, runtime)
+            for i, images in zip(chunk, batched, strict=True):
+                results[i] = images
+    return results  # type: ignore[return-value]
+
+
+def _generate_batched(reqs: list[GenerationRequest], model, runtime) -> list[list[GeneratedImage]]:
+    """One-image txt2img requests that share their settings, in one denoising run (one at a
+    time when their prompts encode to different lengths)."""
+    first, sampler, _, model, inputs = _start(reqs[0], model, runtime)
+    if len(reqs) == 1:
+        return [generate(first, model=model, runtime=runtime)]
+    sampling = _sampling(first, inputs)
+    sampling.prompt = tuple(r.prompt for r in reqs)
+    seeds = [r.seed for r in reqs]
+    try:
+        pixels = pipelines.txt2img(model, sampling, seeds, None, _speed(runtime, model))
+    except InvalidRequestError:  # prompts of different chunk counts cannot share a batch
+        return [generate(r, model=model, runtime=runtime) for r in reqs]
+    return [
+        [
+            GeneratedImage(
+                image=image,
+                seed=r.seed,
+                index=0,
+                request=r,
+                infotext=_infotext(r, model, sampler, r.seed, inputs),
+                model_sha256=model.sha256,
+                runtime=_runtime_record(runtime, model),
+            )
+        ]
+        for r, image in zip(reqs, tensor_to_pil(pixels), strict=True)
+    ]
 
 
 def _ranker(req: GenerationRequest):

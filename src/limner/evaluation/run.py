@@ -26,6 +26,9 @@ from limner.evaluation.metrics import ImageScore, Summary, frechet_distance, sco
 FULL_COUNT = 200  # ten cycles of the 20 held-out kinds: 120 single, 80 two, 10 three
 QUICK_COUNT = 20  # one cycle: every kind once or more
 DATASET_SEED = 0  # the dataset the built-in model was trained on
+# Prompts denoised together (`api.generate_many`): a small UNet costs less per image in
+# a bigger batch; the images are those made one at a time, to float rounding.
+GENERATION_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -144,9 +147,8 @@ def evaluate(
         jobs = []
     model = api.load(cfg.model) if jobs else None
     t0 = time.perf_counter()
-    images: list[Image.Image] = []
-    for k, (prompt, seed) in enumerate(jobs):
-        request = api.GenerationRequest(
+    requests = [
+        api.GenerationRequest(
             prompt=prompt,
             model=cfg.model,
             sampler=cfg.sampler,
@@ -154,9 +156,14 @@ def evaluate(
             guidance_scale=cfg.guidance_scale,
             seed=seed,
         )
-        images.append(api.generate(request, model=model)[0].image)
+        for prompt, seed in jobs
+    ]
+    images: list[Image.Image] = []
+    for start in range(0, len(requests), GENERATION_BATCH):
+        made = api.generate_many(requests[start : start + GENERATION_BATCH], model=model)
+        images.extend(result[0].image for result in made)
         if on_image:
-            on_image(k + 1, len(jobs))
+            on_image(len(images), len(jobs))
     seconds = time.perf_counter() - t0
 
     real_images = [render_scene(s, ds.sprites) for s in scenes]

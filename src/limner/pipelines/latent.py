@@ -25,9 +25,10 @@ from limner.runtime.device import DeepCacheOptions
 
 @dataclass
 class Sampling:
-    """The sampling settings of one batch (taken from a validated request)."""
+    """The sampling settings of one batch (taken from a validated request): one prompt
+    for the whole batch, or one per image."""
 
-    prompt: str
+    prompt: str | tuple[str, ...]
     negative_prompt: str
     width: int
     height: int

@@ -9,6 +9,7 @@ matches diffusers' pipelines, which keeps our images equal to theirs.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ def make_generators(seeds: list[int]) -> list[torch.Generator]:
 
 def encode_conditioning(
     model: LatentDiffusionModel,
-    prompt: str,
+    prompt: str | Sequence[str],
     negative_prompt: str,
     *,
     batch_size: int,
@@ -36,28 +37,38 @@ def encode_conditioning(
     clip_skip: int = 1,
     guidance_scale: float = 1.0,
 ) -> UNetConditioning:
-    """Encode the prompt pair and build the UNet's conditioning for a batch."""
+    """Encode the prompt pair and build the UNet's conditioning for a batch: one prompt
+    for every image, or one prompt per image (a sequence of `batch_size`, which must
+    encode to one length: as many 75-token chunks each)."""
     encoder = model.prompt_encoder
-    if guidance:
-        positive, negative = encoder.encode_pair(prompt, negative_prompt, clip_skip)
-        parts = [negative, positive]
-    else:
-        parts = [encoder.encode(prompt, clip_skip)]
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if len(prompts) not in (1, batch_size):
+        raise InvalidRequestError(f"{len(prompts)} prompts for a batch of {batch_size}")
+
+    def parts_of(text: str) -> list:
+        if guidance:
+            positive, negative = encoder.encode_pair(text, negative_prompt, clip_skip)
+            return [negative, positive]
+        return [encoder.encode(text, clip_skip)]
+
+    per_image = [parts_of(p) for p in prompts] * (batch_size if len(prompts) == 1 else 1)
+    if len({tuple(parts[0].embeds.shape) for parts in per_image}) > 1:
+        raise InvalidRequestError("the prompts of one batch must have as many 75-token chunks")
+    # Rows: every image's negative, then every image's positive (GuidedUNet's layout).
+    rows = [parts[k] for k in range(len(per_image[0])) for parts in per_image]
     dtype = model.dtype
-    hidden = torch.cat([p.embeds.repeat(batch_size, 1, 1) for p in parts]).to(model.device, dtype)
+    hidden = torch.cat([r.embeds for r in rows]).to(model.device, dtype)
     added = None
     if model.uses_size_conditioning:
         # SDXL micro-conditioning (Podell et al. 2023, sec. 2.2): original size, crop
         # top-left, target size; we generate uncropped at the target size.
         time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=dtype)
-        rows = batch_size * len(parts)
-        pooled = torch.cat([p.pooled.repeat(batch_size, 1) for p in parts]).to(model.device, dtype)
-        added = {"text_embeds": pooled, "time_ids": time_ids.repeat(rows, 1).to(model.device)}
+        pooled = torch.cat([r.pooled for r in rows]).to(model.device, dtype)
+        added = {"text_embeds": pooled, "time_ids": time_ids.repeat(len(rows), 1).to(model.device)}
     timestep_cond = None
     if model.unet.config.time_cond_proj_dim is not None:
-        rows = batch_size * len(parts)
         timestep_cond = guidance_scale_embedding(
-            torch.full((rows,), guidance_scale - 1.0), model.unet.config.time_cond_proj_dim
+            torch.full((len(rows),), guidance_scale - 1.0), model.unet.config.time_cond_proj_dim
         ).to(model.device, dtype)
     return UNetConditioning(hidden, added, timestep_cond)
 
