@@ -32,6 +32,7 @@ TRAINER_MODULES = (
     "limner.training.evaluator",
     "limner.training.clip",
     "limner.training.preview_map",
+    "limner.training.tiny_decoder",
 )
 
 
