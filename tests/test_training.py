@@ -15,7 +15,7 @@ from limner.data.emoji import build_emoji_dataset
 from limner.errors import InputFileError, InvalidRequestError
 from limner.models.latent_rgb import load_latent_rgb
 from limner.training import trainers
-from limner.training.common import EMA, load_checkpoint, read_log
+from limner.training.common import EMA, learning_rate, load_checkpoint, read_log
 from limner.training.unet import UnetTrainConfig
 from limner.training.vae import VaeTrainConfig
 
@@ -113,6 +113,50 @@ def test_ema_warms_up_and_averages():
     assert float(ema.shadow["weight"]) == pytest.approx(0.9)
     ema.update(model)  # decay now min(0.5, 2/11)
     assert float(ema.shadow["weight"]) == pytest.approx(0.9 * 2 / 11 + 9 / 11)
+
+
+def test_learning_rate_warms_up_then_holds_or_anneals():
+    assert learning_rate(5, 1e-3, warmup=10, total=100) == pytest.approx(5e-4)
+    assert learning_rate(90, 1e-3, warmup=10, total=100) == pytest.approx(1e-3)
+    cosine = [learning_rate(s, 1e-3, 10, 100, "cosine", floor=0.1) for s in range(1, 121)]
+    assert cosine[9] == pytest.approx(1e-3)  # step 10: warm-up done, the cosine starts
+    assert cosine[54] == pytest.approx(0.55e-3)  # step 55: half way, (1 + floor) / 2
+    assert cosine[99] == pytest.approx(1e-4) and cosine[-1] == pytest.approx(1e-4)
+    after = cosine[9:100]
+    assert all(a > b for a, b in zip(after, after[1:], strict=False))
+    with pytest.raises(InvalidRequestError, match="floor"):
+        learning_rate(1, 1e-3, 10, 100, "cosine", floor=1.5)
+    with pytest.raises(InvalidRequestError, match="schedule"):
+        learning_rate(1, 1e-3, 10, 100, "step")
+
+
+def test_cosine_schedule_reaches_the_optimizer(dataset, arch_files, tmp_path):
+    from limner.cli import build_parser
+    from limner.training import vae_loop
+
+    args = build_parser().parse_args(
+        [
+            "train",
+            "vae",
+            "--data",
+            "d",
+            "--run-dir",
+            "r",
+            "--lr-schedule",
+            "cosine",
+            "--lr-floor",
+            "0.25",
+        ]
+    )
+    assert (args.lr_schedule, args.lr_floor) == ("cosine", 0.25)
+    config = _vae_config(dataset, arch_files, tmp_path, steps=3)
+    config.lr_schedule, config.lr_floor = "cosine", 0.25
+    vae_loop.train(config)
+    (group,) = load_checkpoint(tmp_path)["optimizer"]["param_groups"]
+    assert group["lr"] == pytest.approx(0.25 * config.lr)  # the last step ran at the floor
+    config.lr_floor = -1.0
+    with pytest.raises(InvalidRequestError, match="floor"):
+        vae_loop.train(config, resume=True)
 
 
 def test_vae_loss_decreases(trained_vae):

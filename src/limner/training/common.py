@@ -82,6 +82,24 @@ def architecture(arch: str, builtin_name: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 
 
+def learning_rate(
+    step: int, peak: float, warmup: int, total: int, schedule: str = "constant", floor: float = 0.0
+) -> float:
+    """The learning rate of optimizer step `step` (1-based): linear warm-up over `warmup`
+    steps, then constant, or a cosine from `peak` down to `floor * peak` at step `total`.
+    Why a cosine: annealing the rate at the end of a run lowers the loss and sharpens the
+    EMA weights beyond what more steps at a constant rate give (Loshchilov & Hutter 2017)."""
+    if not 0.0 <= floor <= 1.0:
+        raise InvalidRequestError(f"the learning-rate floor must be in [0, 1], not {floor}")
+    rate = peak * min(1.0, step / max(1, warmup))
+    if schedule == "constant":
+        return rate
+    if schedule != "cosine":
+        raise InvalidRequestError(f"unknown learning-rate schedule {schedule!r}")
+    done = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
+    return rate * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * done)))
+
+
 class EMA:
     """An exponential moving average of a model's parameters (Polyak averaging), with
     the usual warm-up: decay = min(max_decay, (1 + n) / (10 + n)) at update n."""

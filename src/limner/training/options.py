@@ -97,6 +97,16 @@ def add_generator_arguments(parser: argparse.ArgumentParser, defaults: Any, part
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--warmup", type=int, default=d.warmup, help="steps of linear lr warm-up")
+    p.add_argument(
+        "--lr-schedule",
+        default=d.lr_schedule,
+        choices=["constant", "cosine"],
+        help="after warm-up: constant, or a cosine down to --lr-floor x --lr at --steps "
+        "(a resumed run may change it, and --steps, to anneal the rest of the run)",
+    )
+    p.add_argument(
+        "--lr-floor", type=float, default=d.lr_floor, help="cosine end, as a fraction of --lr"
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--limit", type=int, default=0, help="use only the first N scenes (0: all)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])

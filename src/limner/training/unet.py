@@ -53,6 +53,8 @@ class UnetTrainConfig:
     batch_size: int = 32
     lr: float = 5e-4
     warmup: int = 200
+    lr_schedule: str = "constant"  # after warm-up: "constant" or "cosine" to lr_floor x lr
+    lr_floor: float = 0.0
     caption_dropout: float = 0.1
     snr_gamma: float = 5.0
     ema_decay: float = 0.999

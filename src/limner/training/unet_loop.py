@@ -22,6 +22,7 @@ from limner.training.common import (
     autocast,
     image_grid,
     images_tensor,
+    learning_rate,
     load_checkpoint,
     save_checkpoint,
     start_run,
@@ -122,12 +123,15 @@ def diffusion_loss(
 
 
 def _lr_at(step: int, config: UnetTrainConfig) -> float:
-    return config.lr * min(1.0, step / max(1, config.warmup))
+    return learning_rate(
+        step, config.lr, config.warmup, config.steps, config.lr_schedule, config.lr_floor
+    )
 
 
 def train(config: UnetTrainConfig, resume: bool = False) -> RunState:
     if not 0 <= config.caption_dropout < 1:
         raise InvalidRequestError("--caption-dropout must be in [0, 1)")
+    _lr_at(1, config)  # a bad schedule or floor fails here, before any model loads
     torch.set_num_threads(max(1, config.threads))
     run_dir = Path(config.run_dir)
     batches = SceneBatches(config.data, "train", config.limit)

@@ -41,6 +41,8 @@ class VaeTrainConfig:
     crop: int = 64
     lr: float = 4e-4
     warmup: int = 200
+    lr_schedule: str = "constant"  # after warm-up: "constant" or "cosine" to lr_floor x lr
+    lr_floor: float = 0.0
     kl_weight: float = 1e-6
     ema_decay: float = 0.999
     seed: int = 0

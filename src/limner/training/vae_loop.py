@@ -19,6 +19,7 @@ from limner.training.common import (
     autocast,
     image_grid,
     images_tensor,
+    learning_rate,
     load_checkpoint,
     save_checkpoint,
     start_run,
@@ -85,10 +86,13 @@ def vae_loss(vae: AutoencoderKL, x: torch.Tensor, kl_weight: float, generator: t
 
 
 def _lr_at(step: int, config: VaeTrainConfig) -> float:
-    return config.lr * min(1.0, step / max(1, config.warmup))
+    return learning_rate(
+        step, config.lr, config.warmup, config.steps, config.lr_schedule, config.lr_floor
+    )
 
 
 def train(config: VaeTrainConfig, resume: bool = False) -> RunState:
+    _lr_at(1, config)  # a bad schedule or floor fails here, before any model loads
     torch.set_num_threads(max(1, config.threads))
     run_dir = Path(config.run_dir)
     batches = SceneBatches(config.data, "train", config.limit)
