@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers import UNet2DConditionModel
 
 from limner.data.emoji import build_emoji_dataset
 from limner.errors import InputFileError, InvalidRequestError
@@ -331,6 +332,46 @@ def test_builtin_loads_exported_weights_without_placeholder_warning(
     request = api.GenerationRequest(prompt="a red apple", seed=1, steps=2, guidance_scale=3.0)
     image = api.generate(request, model=model)[0].image
     assert image.size == (128, 128)
+
+
+def test_an_export_folder_is_a_model_the_builtin_completes(dataset, arch_files, exported, tmp_path):
+    """`--model DIR` on a trainer's export (DIR/unet only here): the built-in model with
+    that UNet, the shipped VAE; provenance names the folder and hashes the parts used."""
+    import json
+
+    from limner import api
+    from limner.errors import ModelLoadError
+    from limner.models.loading import resolve_model
+    from limner.training import unet_loop
+
+    unet_run = tmp_path / "unet-run"
+    config = _unet_config(dataset, arch_files, exported / "vae", unet_run, steps=2)
+    unet_loop.train(config)
+    export = tmp_path / "export"
+    unet_loop.export(unet_run, export)
+    assert resolve_model(str(export)).kind == "builtin_parts"
+    request = api.GenerationRequest(
+        prompt="a red apple", model=str(export), seed=1, steps=2, guidance_scale=3.0
+    )
+    result = api.generate(request)[0]
+    model = api.load(str(export))
+    assert model.unet.config.block_out_channels == TINY_UNET["block_out_channels"]
+    assert model.vae.config.block_out_channels == [16, 32, 64, 64]  # the shipped VAE
+    assert result.image.size == (128, 128)
+    shipped = api.load(None)
+    assert model.sha256 and model.sha256 != shipped.sha256
+    assert result.model_sha256 == model.sha256
+
+    wide = tmp_path / "wide" / "unet"  # a UNet the built-in text encoder cannot drive
+    wide.mkdir(parents=True)
+    (wide / "config.json").write_text(json.dumps({**TINY_UNET, "cross_attention_dim": 768}))
+    unet = UNet2DConditionModel.from_config({**TINY_UNET, "cross_attention_dim": 768})
+    unet.save_pretrained(wide, safe_serialization=True)
+    with pytest.raises(ModelLoadError, match="cross-attention width 768"):
+        api.load(str(wide.parent))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="not a diffusers model"):
+        resolve_model(str(tmp_path / "empty"))
 
 
 def test_showcase_grid_has_one_cell_per_prompt(tiny_sd1, tmp_path):

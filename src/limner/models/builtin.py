@@ -84,6 +84,77 @@ def build_placeholder(
     return unet, vae
 
 
+PARTS = ("unet", "vae")
+
+
+def is_parts_folder(path: Path) -> bool:
+    """A folder holding unet/ and/or vae/ diffusers folders but no model_index.json: what
+    `limner train unet|vae --export DIR` writes."""
+    return not (path / "model_index.json").is_file() and any(
+        (path / part / "config.json").is_file() for part in PARTS
+    )
+
+
+def load_builtin_parts(parts: Path, torch_dtype: torch.dtype = torch.float32):
+    """The built-in model with the UNet and/or VAE of `parts` (a trainer's export) in
+    place of the shipped ones: an export can be sampled and evaluated before it ships."""
+    from limner.checkpoints.hashing import folder_sha256
+    from limner.models.loading import bundle_from_components
+
+    shipped = builtin_dir()
+    folders = {}
+    for part in PARTS:
+        own = parts / part
+        if (own / "config.json").is_file():
+            folders[part] = own
+        elif has_trained_weights():
+            folders[part] = shipped / part
+        else:
+            raise ModelLoadError(
+                f"{parts} has no {part}/ and this install ships no trained built-in {part} "
+                "to complete it"
+            )
+    try:
+        unet = UNet2DConditionModel.from_pretrained(
+            folders["unet"], local_files_only=True, use_safetensors=True, torch_dtype=torch_dtype
+        )
+        vae = AutoencoderKL.from_pretrained(
+            folders["vae"], local_files_only=True, use_safetensors=True, torch_dtype=torch_dtype
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ModelLoadError(
+            f"{parts} is not a diffusers model (it has no model_index.json), and its "
+            f"unet/ or vae/ do not load as the parts a `limner train ... --export` writes: {err}"
+        ) from err
+    tokenizer, text_encoder = load_text_encoder(torch_dtype)
+    width = text_encoder.config.hidden_size
+    if unet.config.cross_attention_dim != width:
+        raise ModelLoadError(
+            f"{folders['unet']}: a UNet with cross-attention width "
+            f"{unet.config.cross_attention_dim} cannot take the built-in text encoder's {width}"
+        )
+    if unet.config.in_channels != vae.config.latent_channels:
+        raise ModelLoadError(
+            f"{parts}: the UNet takes {unet.config.in_channels} latent channels, the VAE "
+            f"makes {vae.config.latent_channels}"
+        )
+    components = {
+        "unet": unet,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "scheduler": _config("scheduler_config.json"),
+    }
+    # The preview map lives with the VAE: the export's own, else the shipped one.
+    source = parts if "vae" in folders and folders["vae"].parent == parts else shipped
+    model = bundle_from_components(
+        components, name=parts.name, source=source, family=Family.BUILTIN
+    )
+    digests = "".join(f"{part}:{folder_sha256(folders[part])}" for part in PARTS)
+    model.sha256 = hashlib.sha256(digests.encode()).hexdigest()
+    return model
+
+
 def load_builtin(torch_dtype: torch.dtype = torch.float32) -> LatentDiffusionModel:
     from limner.models.loading import bundle_from_components
 

@@ -46,7 +46,7 @@ class ModelRef:
     """Where a model is: the built-in one, a single file or a diffusers folder."""
 
     name: str
-    kind: str  # "builtin" | "single_file" | "diffusers"
+    kind: str  # "builtin" | "builtin_parts" | "single_file" | "diffusers"
     path: Path | None
 
 
@@ -61,9 +61,14 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> ModelRef:
         candidates += [home / text] + [home / (text + suffix) for suffix in CHECKPOINT_SUFFIXES]
     for path in candidates:
         if path.is_dir():
+            from limner.models.builtin import is_parts_folder
+
+            if is_parts_folder(path):  # a trainer's export: built-in parts
+                return ModelRef(path.name, "builtin_parts", path.resolve())
             if not (path / "model_index.json").is_file():
                 raise ModelLoadError(
-                    f"{path} is a folder but not a diffusers model (it has no model_index.json)"
+                    f"{path} is a folder but not a diffusers model (it has no model_index.json, "
+                    "nor the unet/ or vae/ of a `limner train ... --export`)"
                 )
             return ModelRef(path.name, "diffusers", path.resolve())
         if path.is_file():
@@ -99,6 +104,13 @@ def load_model(
         from limner.models.builtin import load_builtin
 
         return load_builtin(torch_dtype=torch_dtype)
+    if ref.kind == "builtin_parts":
+        from limner.models.builtin import load_builtin_parts
+
+        model = load_builtin_parts(ref.path, torch_dtype=torch_dtype)
+        if prediction_type is not None:
+            model.scheduler_config["prediction_type"] = prediction_type
+        return model
     if ref.kind == "diffusers":
         components = load_diffusers_folder(ref.path, torch_dtype=torch_dtype)
         model = bundle_from_components(components, name=ref.name, source=ref.path)
