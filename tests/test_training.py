@@ -369,6 +369,12 @@ def test_an_export_folder_is_a_model_the_builtin_completes(dataset, arch_files, 
     unet.save_pretrained(wide, safe_serialization=True)
     with pytest.raises(ModelLoadError, match="cross-attention width 768"):
         api.load(str(wide.parent))
+    eight = tmp_path / "eight" / "unet"  # latents the shipped VAE does not make
+    UNet2DConditionModel.from_config({**TINY_UNET, "in_channels": 8}).save_pretrained(
+        eight, safe_serialization=True
+    )
+    with pytest.raises(ModelLoadError, match="takes 8 latent channels, the VAE makes 4"):
+        api.load(str(eight.parent))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="not a diffusers model"):
         resolve_model(str(tmp_path / "empty"))

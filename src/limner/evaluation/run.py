@@ -136,7 +136,7 @@ def autoencode(model, images: list[Image.Image], seed: int, batch: int = 32) -> 
         chunk = images[start : start + batch]
         generators = make_generators([seed + start + i for i in range(len(chunk))])
         latents = encode_images(model, pil_to_tensor(chunk), generators)
-        out.extend(tensor_to_pil(decode_latents(model, latents).float()))
+        out.extend(tensor_to_pil(decode_latents(model, latents)))
     return out
 
 

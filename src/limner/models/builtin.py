@@ -84,6 +84,32 @@ def build_placeholder(
     return unet, vae
 
 
+def _load_unet_vae(unet_dir: Path, vae_dir: Path, torch_dtype: torch.dtype):
+    """A UNet and a VAE from diffusers folders (safetensors only, local files only)."""
+    kwargs = {"local_files_only": True, "use_safetensors": True, "torch_dtype": torch_dtype}
+    unet = UNet2DConditionModel.from_pretrained(unet_dir, **kwargs)
+    vae = AutoencoderKL.from_pretrained(vae_dir, **kwargs)
+    return unet, vae
+
+
+def _bundle(
+    unet, vae, tokenizer, text_encoder, *, name: str, source: Path, sha256: str
+) -> LatentDiffusionModel:
+    """The engine's bundle of the built-in architecture around these parts."""
+    from limner.models.loading import bundle_from_components
+
+    components = {
+        "unet": unet,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "scheduler": _config("scheduler_config.json"),
+    }
+    model = bundle_from_components(components, name=name, source=source, family=Family.BUILTIN)
+    model.sha256 = sha256
+    return model
+
+
 PARTS = ("unet", "vae")
 
 
@@ -99,7 +125,6 @@ def load_builtin_parts(parts: Path, torch_dtype: torch.dtype = torch.float32):
     """The built-in model with the UNet and/or VAE of `parts` (a trainer's export) in
     place of the shipped ones: an export can be sampled and evaluated before it ships."""
     from limner.checkpoints.hashing import folder_sha256
-    from limner.models.loading import bundle_from_components
 
     shipped = builtin_dir()
     folders = {}
@@ -115,12 +140,7 @@ def load_builtin_parts(parts: Path, torch_dtype: torch.dtype = torch.float32):
                 "to complete it"
             )
     try:
-        unet = UNet2DConditionModel.from_pretrained(
-            folders["unet"], local_files_only=True, use_safetensors=True, torch_dtype=torch_dtype
-        )
-        vae = AutoencoderKL.from_pretrained(
-            folders["vae"], local_files_only=True, use_safetensors=True, torch_dtype=torch_dtype
-        )
+        unet, vae = _load_unet_vae(folders["unet"], folders["vae"], torch_dtype)
     except (OSError, ValueError, RuntimeError) as err:
         raise ModelLoadError(
             f"{parts} is not a diffusers model (it has no model_index.json), and its "
@@ -138,35 +158,25 @@ def load_builtin_parts(parts: Path, torch_dtype: torch.dtype = torch.float32):
             f"{parts}: the UNet takes {unet.config.in_channels} latent channels, the VAE "
             f"makes {vae.config.latent_channels}"
         )
-    components = {
-        "unet": unet,
-        "vae": vae,
-        "text_encoder": text_encoder,
-        "tokenizer": tokenizer,
-        "scheduler": _config("scheduler_config.json"),
-    }
-    # The preview map lives with the VAE: the export's own, else the shipped one.
-    source = parts if "vae" in folders and folders["vae"].parent == parts else shipped
-    model = bundle_from_components(
-        components, name=parts.name, source=source, family=Family.BUILTIN
-    )
     digests = "".join(f"{part}:{folder_sha256(folders[part])}" for part in PARTS)
-    model.sha256 = hashlib.sha256(digests.encode()).hexdigest()
-    return model
+    # The preview map lives with the VAE: the export's own, else the shipped one.
+    source = parts if folders["vae"] == parts / "vae" else shipped
+    return _bundle(
+        unet,
+        vae,
+        tokenizer,
+        text_encoder,
+        name=parts.name,
+        source=source,
+        sha256=hashlib.sha256(digests.encode()).hexdigest(),
+    )
 
 
 def load_builtin(torch_dtype: torch.dtype = torch.float32) -> LatentDiffusionModel:
-    from limner.models.loading import bundle_from_components
-
     tokenizer, text_encoder = load_text_encoder(torch_dtype)
     folder = builtin_dir()
     if has_trained_weights():
-        unet = UNet2DConditionModel.from_pretrained(
-            folder / "unet", local_files_only=True, use_safetensors=True, torch_dtype=torch_dtype
-        )
-        vae = AutoencoderKL.from_pretrained(
-            folder / "vae", local_files_only=True, use_safetensors=True, torch_dtype=torch_dtype
-        )
+        unet, vae = _load_unet_vae(folder / "unet", folder / "vae", torch_dtype)
         digest = _weights_digest(folder)
     else:
         warnings.warn(
@@ -181,16 +191,7 @@ def load_builtin(torch_dtype: torch.dtype = torch.float32) -> LatentDiffusionMod
                 json.dumps(_config("unet_config.json")) + json.dumps(_config("vae_config.json"))
             ).encode()
         ).hexdigest()
-    components = {
-        "unet": unet,
-        "vae": vae,
-        "text_encoder": text_encoder,
-        "tokenizer": tokenizer,
-        "scheduler": _config("scheduler_config.json"),
-    }
-    model = bundle_from_components(components, name="builtin", source=folder, family=Family.BUILTIN)
-    model.sha256 = digest
-    return model
+    return _bundle(unet, vae, tokenizer, text_encoder, name="builtin", source=folder, sha256=digest)
 
 
 def _weights_digest(folder: Path) -> str:

@@ -108,10 +108,7 @@ def load_model(
         from limner.models.builtin import load_builtin_parts
 
         model = load_builtin_parts(ref.path, torch_dtype=torch_dtype)
-        if prediction_type is not None:
-            model.scheduler_config["prediction_type"] = prediction_type
-        return model
-    if ref.kind == "diffusers":
+    elif ref.kind == "diffusers":
         components = load_diffusers_folder(ref.path, torch_dtype=torch_dtype)
         model = bundle_from_components(components, name=ref.name, source=ref.path)
     else:
