@@ -290,6 +290,28 @@ def test_unet_trains_resumes_exactly_and_exports(dataset, arch_files, exported, 
     assert (target / "diffusion_pytorch_model.safetensors").is_file()
 
 
+def test_single_fraction_draws_that_share_of_single_emoji_scenes(dataset):
+    import numpy as np
+
+    from limner.training.data import SceneBatches
+
+    uniform = SceneBatches(dataset, "train")
+    kinds = [uniform.dataset.record(i)["kind"] for i in range(uniform.size)]
+    assert "single" in kinds and len(set(kinds)) > 1  # the tiny dataset has both
+    for fraction in (0.0, 0.8, 1.0):
+        batches = SceneBatches(dataset, "train", single_fraction=fraction)
+        idx = batches.indices(np.random.default_rng(0), 4000)
+        assert idx.min() >= 0 and idx.max() < batches.size
+        share = np.mean([kinds[i] == "single" for i in idx])
+        expected = kinds.count("single") / len(kinds) if fraction == 0 else fraction
+        assert abs(share - expected) < 0.03, (fraction, share)
+        # the same (seed, step) draws the same batch, so a resumed run sees the same data
+        again = batches.indices(np.random.default_rng(0), 4000)
+        assert np.array_equal(idx, again)
+    with pytest.raises(InvalidRequestError, match="single-fraction"):
+        SceneBatches(dataset, "train", single_fraction=1.5)
+
+
 def test_text_conditioning_matches_the_engine():
     """The trainer encodes captions as the engine encodes a prompt at sampling time."""
     from limner.models.latent import Family

@@ -9,17 +9,39 @@ from limner.errors import InvalidRequestError
 
 
 class SceneBatches:
-    """Step k's batch is a function of (seed, k) only, so a resumed run sees the same data."""
+    """Step k's batch is a function of (seed, k) only, so a resumed run sees the same data.
 
-    def __init__(self, data: str, split: str = "train", limit: int = 0):
+    `single_fraction` > 0 draws that share of each batch (on average) from the
+    single-emoji scenes and the rest from the scenes of two or three; 0 draws uniformly
+    from all scenes (40% of which are single in a default dataset).
+    """
+
+    def __init__(self, data: str, split: str = "train", limit: int = 0, single_fraction=0.0):
+        if not 0 <= single_fraction <= 1:
+            raise InvalidRequestError(f"--single-fraction must be in [0, 1], not {single_fraction}")
         self.dataset = EmojiDataset(data, split)
         n = len(self.dataset)
         if n == 0:
             raise InvalidRequestError(f"{data}: the {split} split is empty")
         self.size = min(n, limit) if limit > 0 else n
+        self.single_fraction = single_fraction
+        if single_fraction > 0:
+            single = np.array(
+                [self.dataset.record(i)["kind"] == "single" for i in range(self.size)]
+            )
+            self._single, self._multi = np.flatnonzero(single), np.flatnonzero(~single)
+            if single_fraction > 0 and len(self._single) == 0:
+                raise InvalidRequestError(f"{data}: no single-emoji scenes to draw from")
+            if single_fraction < 1 and len(self._multi) == 0:
+                raise InvalidRequestError(f"{data}: no scenes of two or three emoji to draw")
 
     def indices(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
-        return rng.integers(0, self.size, size=batch_size)
+        if self.single_fraction == 0:
+            return rng.integers(0, self.size, size=batch_size)
+        pick_single = rng.random(batch_size) < self.single_fraction
+        single = self._single[rng.integers(0, max(1, len(self._single)), size=batch_size)]
+        multi = self._multi[rng.integers(0, max(1, len(self._multi)), size=batch_size)]
+        return np.where(pick_single, single, multi)
 
     def images(self, indices) -> list[np.ndarray]:
         return [self.dataset[int(i)][0] for i in indices]

@@ -30,6 +30,7 @@ RESUME_KEYS = (
     "ema_decay",
     "init",
     "arch",
+    "single_fraction",
 )
 
 SAMPLE_PROMPTS = (
@@ -67,6 +68,7 @@ class UnetTrainConfig:
     log_every: int = 20
     init: str = ""  # "" (fresh), "builtin", or a diffusers unet folder
     arch: str = ""  # architecture config JSON (default: the built-in one)
+    single_fraction: float = 0.0  # share of each batch from single-emoji scenes (0: uniform)
     quiet: bool = False
 
 
@@ -79,6 +81,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--caption-dropout", type=float, default=0.1, help="for CFG (default 0.1)")
     p.add_argument("--snr-gamma", type=float, default=5.0, help="Min-SNR gamma (0: plain MSE)")
+    p.add_argument(
+        "--single-fraction",
+        type=float,
+        default=0.0,
+        help="share of each batch drawn from the single-emoji scenes, the rest from scenes "
+        "of two or three (default 0: uniformly from all scenes, about 40%% single)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -134,7 +134,7 @@ def train(config: UnetTrainConfig, resume: bool = False) -> RunState:
     _lr_at(1, config)  # a bad schedule or floor fails here, before any model loads
     torch.set_num_threads(max(1, config.threads))
     run_dir = Path(config.run_dir)
-    batches = SceneBatches(config.data, "train", config.limit)
+    batches = SceneBatches(config.data, "train", config.limit, config.single_fraction)
     vae = load_frozen_vae(config.vae)
     text = TextConditioner()
     scheduler_config = json.loads((builtin_dir() / "scheduler_config.json").read_text())
