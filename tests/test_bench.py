@@ -8,7 +8,7 @@ import json
 import pytest
 
 from limner import cli
-from limner.bench import BenchConfig, contenders, format_report, unet_flops_per_step
+from limner.bench import BenchConfig, contenders, format_report, matmul_rate, unet_flops_per_step
 from limner.errors import InvalidRequestError
 
 
@@ -46,6 +46,29 @@ def test_sd15_flops_per_step():
     assert 1.5e12 < guided < 1.7e12
     bigger = unet_flops_per_step(BenchConfig(arch="sd15", width=768, height=768))
     assert bigger > 2.25 * guided  # convolutions scale with the area, attention faster
+
+
+def test_matmul_rate_grows_its_product_only_up_to_the_cap(monkeypatch):
+    """The rate's product grows until it takes long enough, never past max_size: a CPU
+    that emulates bf16 must not spend minutes measuring it."""
+    import torch
+
+    sizes = []
+    real_randn = torch.randn
+
+    def recording_randn(*shape, **kwargs):
+        sizes.append(shape[0])
+        return real_randn(*shape, **kwargs)
+
+    monkeypatch.setattr(torch, "randn", recording_randn)
+    for dtype in ("bf16", "fp32"):
+        sizes.clear()
+        rate = matmul_rate(dtype, max_size=512, min_seconds=60.0, repeats=1)
+        assert 0 < rate < float("inf")
+        assert sizes == [256, 256, 512, 512]  # two operands per size, stopped at the cap
+    sizes.clear()
+    matmul_rate("fp32", max_size=4096, min_seconds=0.0, repeats=1)
+    assert sizes == [256, 256]  # already long enough at the first size
 
 
 def test_contenders_follow_the_options():

@@ -369,19 +369,31 @@ def unet_flops_per_step(cfg: BenchConfig) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_rate(dtype_name: str, size: int = 4096, repeats: int = 3) -> float:
-    """FLOP/s of a square matrix product on this machine, now (best of `repeats`)."""
+def matmul_rate(
+    dtype_name: str, max_size: int = 4096, min_seconds: float = 0.25, repeats: int = 3
+) -> float:
+    """FLOP/s of a square matrix product on this machine, now (best of `repeats`).
+
+    The size doubles from 256 until one product takes `min_seconds` or reaches
+    `max_size`: on a CPU without bf16 units PyTorch emulates bf16 products at a few
+    GFLOP/s, and a fixed 4096^3 product would then take minutes (measured on an AVX2
+    EPYC: the bench spent over ten minutes here before its first image).
+    """
     import torch
 
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b  # first call: kernel selection and page faults
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+    size = 256
+    while True:
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a @ b  # first call: kernel selection and page faults
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+        if best >= min_seconds or size >= max_size:
+            return 2 * size**3 / best
+        size *= 2
 
 
 def _measurement(runs: list[tuple], load_seconds: float, precision: str) -> Measurement:
