@@ -293,7 +293,7 @@ def test_unet_trains_resumes_exactly_and_exports(dataset, arch_files, exported, 
 def test_single_fraction_draws_that_share_of_single_emoji_scenes(dataset):
     import numpy as np
 
-    from limner.training.data import SceneBatches
+    from limner.training.data import SceneBatches, _draw
 
     uniform = SceneBatches(dataset, "train")
     kinds = [uniform.dataset.record(i)["kind"] for i in range(uniform.size)]
@@ -310,6 +310,13 @@ def test_single_fraction_draws_that_share_of_single_emoji_scenes(dataset):
         assert np.array_equal(idx, again)
     with pytest.raises(InvalidRequestError, match="single-fraction"):
         SceneBatches(dataset, "train", single_fraction=1.5)
+    # the first scene alone is a split of pairs only: a share of single scenes is refused
+    assert kinds[0] == "pair"
+    with pytest.raises(InvalidRequestError, match="no single-emoji scenes"):
+        SceneBatches(dataset, "train", limit=1, single_fraction=0.5)
+    # a pool of one kind that is never picked (fraction 1 with no pairs) draws nothing
+    assert _draw(np.random.default_rng(0), np.array([], dtype=np.int64), 3).tolist() == [0, 0, 0]
+    assert set(_draw(np.random.default_rng(0), np.array([5, 7]), 64).tolist()) == {5, 7}
 
 
 def test_text_conditioning_matches_the_engine():

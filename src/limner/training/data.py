@@ -16,7 +16,9 @@ class SceneBatches:
     from all scenes (40% of which are single in a default dataset).
     """
 
-    def __init__(self, data: str, split: str = "train", limit: int = 0, single_fraction=0.0):
+    def __init__(
+        self, data: str, split: str = "train", limit: int = 0, single_fraction: float = 0.0
+    ):
         if not 0 <= single_fraction <= 1:
             raise InvalidRequestError(f"--single-fraction must be in [0, 1], not {single_fraction}")
         self.dataset = EmojiDataset(data, split)
@@ -30,7 +32,7 @@ class SceneBatches:
                 [self.dataset.record(i)["kind"] == "single" for i in range(self.size)]
             )
             self._single, self._multi = np.flatnonzero(single), np.flatnonzero(~single)
-            if single_fraction > 0 and len(self._single) == 0:
+            if len(self._single) == 0:
                 raise InvalidRequestError(f"{data}: no single-emoji scenes to draw from")
             if single_fraction < 1 and len(self._multi) == 0:
                 raise InvalidRequestError(f"{data}: no scenes of two or three emoji to draw")
@@ -39,8 +41,7 @@ class SceneBatches:
         if self.single_fraction == 0:
             return rng.integers(0, self.size, size=batch_size)
         pick_single = rng.random(batch_size) < self.single_fraction
-        single = self._single[rng.integers(0, max(1, len(self._single)), size=batch_size)]
-        multi = self._multi[rng.integers(0, max(1, len(self._multi)), size=batch_size)]
+        single, multi = (_draw(rng, pool, batch_size) for pool in (self._single, self._multi))
         return np.where(pick_single, single, multi)
 
     def images(self, indices) -> list[np.ndarray]:
@@ -48,3 +49,11 @@ class SceneBatches:
 
     def captions(self, indices) -> list[str]:
         return [self.dataset.record(int(i))["caption"] for i in indices]
+
+
+def _draw(rng: np.random.Generator, pool: np.ndarray, count: int) -> np.ndarray:
+    """`count` indices drawn uniformly from `pool`; zeros for an empty pool (a kind that
+    `single_fraction` 1 never picks)."""
+    if len(pool) == 0:
+        return np.zeros(count, dtype=np.int64)
+    return pool[rng.integers(0, len(pool), size=count)]
