@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from limner.data import emoji as E
-from limner.errors import InputFileError, LimnerError
+from limner.errors import InputFileError, InvalidRequestError, LimnerError
 
 TRAIN, HELDOUT = 3000, 400
 
@@ -365,3 +365,63 @@ def test_missing_font_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path
     # the command line turns it into one line and exit code 3, no traceback
     code = E.main(["--out", str(tmp_path / "x"), "--font", str(tmp_path / "nope.ttf")])
     assert code == InputFileError.exit_code
+
+
+# -- a subset of the concepts ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def subset(font: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("emoji-subset") / "ds"
+    return E.build_emoji_dataset(out, train_size=300, heldout_size=60, seed=7, concepts=500)
+
+
+def _closest_pair(sprites: E.Sprites) -> float:
+    f = np.stack([E._appearance(np.asarray(im)) for im in sprites.images])
+    d = ((f[:, None] - f[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    return float(d.min())
+
+
+def test_a_subset_keeps_distinct_concepts_and_the_anchors(
+    subset: Path, meta: dict, sprites: E.Sprites
+) -> None:
+    """`--concepts 500`: the anchors plus concepts further apart at 16x16 than the first
+    500 in codepoint order, renumbered 0.. in codepoint order, the scenes drawing only them."""
+    sub = json.loads((subset / "concepts.json").read_text(encoding="utf-8"))
+    assert sub["concept_selection"]["count"] == 500
+    assert sub["concept_selection"]["of"] == len(meta["concepts"])
+    names = [c["name"] for c in sub["concepts"]]
+    assert [c["id"] for c in sub["concepts"]] == list(range(500))
+    assert set(E.ANCHOR_CONCEPTS) <= set(names)
+    full = {c["name"]: c for c in meta["concepts"]}
+    assert all(full[c["name"]]["synonyms"] == c["synonyms"] for c in sub["concepts"])
+    order = [full[n]["id"] for n in names]
+    assert order == sorted(order)
+
+    chosen = E.Sprites.load(subset / "sprites.npz")
+    assert len(chosen) == 500
+    first = E.Sprites([np.asarray(im) for im in sprites.images[:500]])
+    assert _closest_pair(chosen) > 2 * _closest_pair(first)
+    for split in ("train", "heldout"):
+        for rec in _lines(subset, split):
+            assert all(0 <= p["id"] < 500 for p in rec["scene"]["items"])
+    assert max(max(p) for p in sub["heldout_pairs"]) < 500
+    assert "--concepts 500" in (subset / "README.md").read_text(encoding="utf-8")
+
+
+def test_concept_selection_is_deterministic_and_bounded(font: Path) -> None:
+    concepts, arrays = E.build_concepts(font)
+    ids = E.select_concepts(concepts, arrays, 500)
+    assert ids == E.select_concepts(concepts, arrays, 500) and len(set(ids)) == 500
+    # the greedy order: a larger selection contains the smaller one
+    assert set(ids) <= set(E.select_concepts(concepts, arrays, 600))
+    for bad in (E.MIN_CONCEPTS - 1, len(concepts) + 1):
+        with pytest.raises(InvalidRequestError, match="--concepts must be between"):
+            E.select_concepts(concepts, arrays, bad)
+    code = subprocess.run(
+        [sys.executable, "-m", "limner.data.emoji", "--out", "/nonexistent/x", "--concepts", "-1"],
+        capture_output=True,
+        text=True,
+    )
+    assert code.returncode == 2 and "--concepts must be >= 0" in code.stderr

@@ -317,3 +317,33 @@ def test_the_shipped_evaluator_recognises_held_out_renders(dataset):
     det = ev.detect([ds.image(i) for i in range(len(ds))])
     scores = [score_image(det, b, ds.scene(b), ds.record(b)["kind"]) for b in range(len(ds))]
     assert sum(s.top5 for s in scores) >= 6
+
+
+def test_a_dataset_of_fewer_concepts_is_judged_on_its_own_concepts(tmp_path):
+    """`limner data emoji --concepts 500`: the shipped evaluator chooses among the 500
+    (and the background) and still recognises their real renders."""
+    from limner.evaluation.evaluator import builtin_evaluator_dir
+    from limner.evaluation.run import load_checked_evaluator
+
+    sub = build_emoji_dataset(tmp_path / "ds", train_size=0, heldout_size=40, seed=3, concepts=500)
+    ds = EmojiDataset(sub, "heldout")
+    full = load_evaluator(builtin_evaluator_dir())
+    ev = load_checked_evaluator(None, ds)
+    names = [c.name for c in ds.concepts]
+    assert ev.concepts == names and len(full.concepts) > len(names)
+    images = [ds.image(i) for i in range(len(ds))]
+    det = ev.detect(images)
+    assert det.scores.shape == (len(ds), 500)
+    # concept k of the dataset is the full evaluator's output for the same name
+    from limner.evaluation.evaluator import detect_from_logits, images_to_tensor
+
+    with torch.no_grad():
+        logits, feats = full.model(images_to_tensor(images[:4], full.config.input_size))
+    keep = [full.concepts.index(n) for n in names] + [full.config.background]
+    expected = detect_from_logits(logits[:, keep], feats, full.config.canvas)
+    assert torch.allclose(det.scores[:4], expected.scores)
+    singles = [i for i in range(len(ds)) if ds.record(i)["kind"] == "single"]
+    scores = [score_image(det, b, ds.scene(b), ds.record(b)["kind"]) for b in singles]
+    assert sum(s.top1 for s in scores) >= 0.8 * len(singles)
+    with pytest.raises(KeyError):
+        full.restricted_to(["not an emoji"])

@@ -417,3 +417,24 @@ def test_showcase_grid_has_one_cell_per_prompt(tiny_sd1, tmp_path):
     out = showcase(tmp_path / "grid.png", ["a red apple", "a dog"], model=tiny_sd1, steps=2)
     grid = Image.open(out)
     assert grid.width > 2 * 64 and grid.height > 64  # two cells side by side, captions below
+
+
+def test_a_recorded_run_rerun_from_scratch_reaches_its_losses(tmp_path):
+    """The rerun criterion of the model card in small: the recorded stage-1 VAE command,
+    on the default dataset, from scratch, logs its first recorded loss within 10% (the
+    same digits on a CPU with bf16; fp32 elsewhere)."""
+    from importlib import resources
+
+    from limner.cli import main
+
+    record = json.loads(
+        (resources.files("limner") / "builtin" / "training_record.json").read_text("utf-8")
+    )
+    run = record["runs"][0]
+    data = build_emoji_dataset(tmp_path / "emoji", train_size=200_000, heldout_size=0, seed=0)
+    steps = 20
+    args = ["train", *run["args"], "--data", str(data), "--run-dir", str(tmp_path / "run")]
+    assert main([*args, "--steps", str(steps), "--sample-every", "0", "--quiet"]) == 0
+    logged = {r["step"]: r["loss"] for r in read_log(tmp_path / "run") if "loss" in r}
+    recorded = run["logged_loss"][str(steps)]
+    assert abs(logged[steps] - recorded) <= 0.1 * recorded

@@ -17,6 +17,7 @@ synonyms that never occur in the training split.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import hashlib
 import io
@@ -55,6 +56,7 @@ __all__ = [
     "add_arguments",
     "build_concepts",
     "build_emoji_dataset",
+    "select_concepts",
     "caption",
     "contact_sheet",
     "export_pngs",
@@ -72,6 +74,13 @@ FONT_SIZE = 109  # the one strike of NotoColorEmoji.ttf: 136x128 colour bitmaps
 MIN_CONCEPTS = 500
 HELDOUT_SYNONYM_PERCENT = 30  # of the concepts with hand-written synonyms
 HELDOUT_PAIR_COUNT = 300
+# Everyday emoji that any subset of the concepts keeps (`select_concepts`): the ones the
+# sample prompts, the README and the tests name.
+ANCHOR_CONCEPTS = (
+    "red apple", "dog", "cat", "pizza", "star", "rocket", "house", "red heart",
+    "deciduous tree", "sun", "grinning face", "frog", "taxi", "banana", "fish",
+)  # fmt: skip
+SELECTION_SIDE = 16  # sprites compared at the latent resolution of the built-in model
 FONT_ENV = "LIMNER_EMOJI_FONT"
 FONT_CANDIDATES = (
     "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",  # Debian, Ubuntu
@@ -725,6 +734,48 @@ def make_scene(
     return Scene(bg, items, relation)
 
 
+def select_concepts(
+    concepts: Sequence[Concept], arrays: Sequence[np.ndarray], count: int
+) -> list[int]:
+    """Ids of `count` concepts that differ most from each other in appearance, in id order.
+
+    A small model draws 128x128 scenes from 16x16 latents, where near-duplicates (the
+    clock faces, the many yellow hands and faces) cannot be told apart; fewer, more
+    distinct concepts let each be seen more often in the same training budget. Greedy
+    farthest-point selection (Gonzalez 1985) on the sprites composited on grey and
+    box-filtered to 16x16, started from the ANCHOR_CONCEPTS that the dataset has.
+    Deterministic: the same concepts and sprites give the same ids.
+    """
+    if not MIN_CONCEPTS <= count <= len(concepts):
+        raise InvalidRequestError(
+            f"--concepts must be between {MIN_CONCEPTS} and {len(concepts)} (the emoji the "
+            f"font draws), not {count}"
+        )
+    feats = np.stack([_appearance(a) for a in arrays])
+    by_name = {c.name: c.id for c in concepts}
+    chosen = [by_name[n] for n in ANCHOR_CONCEPTS if n in by_name][:count] or [0]
+    dist = np.full(len(feats), np.inf)
+    for k in chosen:
+        dist = np.minimum(dist, ((feats - feats[k]) ** 2).sum(1))
+    while len(chosen) < count:
+        k = int(dist.argmax())  # the first of equals: ties break by id
+        chosen.append(k)
+        dist = np.minimum(dist, ((feats - feats[k]) ** 2).sum(1))
+    return sorted(chosen)
+
+
+def _appearance(sprite: np.ndarray) -> np.ndarray:
+    """The sprite centred on mid-grey, its longest side SELECTION_SIDE pixels, as floats."""
+    side = SELECTION_SIDE * 8
+    im = Image.fromarray(np.ascontiguousarray(sprite), "RGBA")
+    scale = side / max(im.size)
+    im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))))
+    canvas = Image.new("RGBA", (side, side), (128, 128, 128, 255))
+    canvas.alpha_composite(im, ((side - im.width) // 2, (side - im.height) // 2))
+    small = canvas.convert("RGB").resize((SELECTION_SIDE,) * 2, Image.Resampling.BOX)
+    return np.asarray(small, dtype=np.float32).ravel() / 255.0
+
+
 # ------------------------------------------------------------------------------------------
 # Rendering
 # ------------------------------------------------------------------------------------------
@@ -1143,21 +1194,31 @@ def build_emoji_dataset(
     heldout_size: int = 2_000,
     seed: int = 0,
     font: str | os.PathLike[str] | None = None,
+    concepts: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the dataset to `out` (created if needed) and return its path.
 
+    `concepts` > 0 keeps that many (`select_concepts`), renumbered 0.. in codepoint
+    order; 0 keeps every emoji the font draws.
     Files: sprites.npz, concepts.json, train.jsonl, heldout.jsonl, LICENSE-DATA.md,
     README.md. Same arguments (and font, `emoji`, Pillow versions) -> identical bytes.
     """
     if train_size < 0 or heldout_size < 0:
         raise InvalidRequestError("dataset sizes must be >= 0")
+    if concepts < 0:
+        raise InvalidRequestError("--concepts must be >= 0 (0: every emoji the font draws)")
     say = progress or (lambda _msg: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     font_path = find_emoji_font(font)
     t0 = time.perf_counter()
-    concepts, arrays = build_concepts(font_path)
+    all_concepts, arrays = build_concepts(font_path)
+    concept_count, concepts = concepts, all_concepts
+    if concept_count:
+        kept = select_concepts(all_concepts, arrays, concept_count)
+        concepts = [dataclasses.replace(all_concepts[i], id=k) for k, i in enumerate(kept)]
+        arrays = [arrays[i] for i in kept]
     say(f"{len(concepts)} emoji concepts ({time.perf_counter() - t0:.1f}s)")
 
     shapes = np.array([a.shape[:2] for a in arrays], dtype=np.int16)
@@ -1190,6 +1251,11 @@ def build_emoji_dataset(
         "canvas": CANVAS,
         "sizes": [MIN_SIZE, MAX_SIZE],
         "seed": seed,
+        "concept_selection": (
+            {"count": concept_count, "of": len(all_concepts), "rule": "select_concepts"}
+            if concept_count
+            else None
+        ),
         "train_size": train_size,
         "heldout_size": heldout_size,
         "source": source,
@@ -1292,6 +1358,8 @@ def _readme_text(
 ) -> str:
     src = meta["source"]
     cmd = f"limner data emoji --out DIR --train-size {train} --heldout-size {heldout} --seed {seed}"
+    if meta.get("concept_selection"):
+        cmd += f" --concepts {meta['concept_selection']['count']}"
     return f"""# limner emoji scenes
 
 Captioned 128x128 scenes of one to three emoji on solid or gradient backgrounds, built by
@@ -1503,6 +1571,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
+        "--concepts",
+        type=int,
+        default=0,
+        help=f"keep this many of the emoji (at least {MIN_CONCEPTS}), those most distinct "
+        "from each other at 16x16 (default 0: all)",
+    )
+    parser.add_argument(
         "--font",
         type=Path,
         default=None,
@@ -1527,6 +1602,7 @@ def run(args: argparse.Namespace) -> int:
         heldout_size=args.heldout_size,
         seed=args.seed,
         font=args.font,
+        concepts=args.concepts,
         progress=say,
     )
     if args.preview is not None:

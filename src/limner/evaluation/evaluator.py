@@ -172,7 +172,9 @@ def detect_from_logits(logits: torch.Tensor, features: torch.Tensor, canvas: int
 class Evaluator:
     """A loaded evaluator: the network, its config and the concept names it knows."""
 
-    def __init__(self, model: EmojiEvaluator, concepts: list[str]):
+    def __init__(
+        self, model: EmojiEvaluator, concepts: list[str], classes: list[int] | None = None
+    ):
         if len(concepts) != model.config.num_concepts:
             raise ModelLoadError(
                 f"the evaluator knows {model.config.num_concepts} concepts but its "
@@ -180,7 +182,21 @@ class Evaluator:
             )
         self.model = model.eval()
         self.config = model.config
-        self.concepts = concepts
+        self.all_concepts = concepts
+        # Output classes kept (network class ids, in the order of self.concepts), or all.
+        self._classes = classes
+        self.concepts = concepts if classes is None else [concepts[i] for i in classes]
+
+    def restricted_to(self, names: list[str]) -> Evaluator:
+        """The same network choosing only among `names` (a subset of its concepts, in the
+        order given) and the background: a dataset of fewer concepts is judged on its own
+        classes, its concept k being the evaluator's k-th output. KeyError names the first
+        concept the evaluator does not know."""
+        index = {n: i for i, n in enumerate(self.all_concepts)}
+        for n in names:
+            if n not in index:
+                raise KeyError(n)
+        return Evaluator(self.model, self.all_concepts, [index[n] for n in names])
 
     @torch.no_grad()
     def detect(self, images, batch_size: int = 64) -> Detections:
@@ -189,6 +205,9 @@ class Evaluator:
         for i in range(0, len(images), batch_size):
             x = images_to_tensor(list(images[i : i + batch_size]), self.config.input_size)
             logits, feats = self.model(x)
+            if self._classes is not None:
+                keep = [*self._classes, self.config.background]
+                logits = logits[:, keep]
             parts.append(detect_from_logits(logits, feats, self.config.canvas))
         return Detections(
             torch.cat([p.scores for p in parts]),

@@ -93,13 +93,18 @@ def load_checked_evaluator(path: Path | None, ds: EmojiDataset) -> Evaluator:
     folder = path if path is not None else builtin_evaluator_dir()
     evaluator = load_evaluator(folder)
     names = [c.name for c in ds.concepts]
-    if evaluator.concepts != names:
+    if evaluator.concepts == names:
+        return evaluator
+    try:
+        # A dataset of fewer concepts (`limner data emoji --concepts N`): the evaluator
+        # chooses among that dataset's concepts only.
+        return evaluator.restricted_to(names)
+    except KeyError as missing:
         raise InputFileError(
             f"the evaluator in {folder} knows other concepts than the dataset in {ds.root} "
-            f"({len(evaluator.concepts)} vs {len(names)}): evaluate with the evaluator trained "
-            "on that dataset"
-        )
-    return evaluator
+            f"({len(evaluator.concepts)} vs {len(names)}; it does not know {missing}): "
+            "evaluate with the evaluator trained on that dataset"
+        ) from None
 
 
 def _kind_rates(scores: list[ImageScore]) -> dict[str, dict[str, float]]:
