@@ -25,7 +25,8 @@ from limner.evaluation.metrics import ImageScore, Summary, frechet_distance, sco
 
 FULL_COUNT = 200  # ten cycles of the 20 held-out kinds: 120 single, 80 two, 10 three
 QUICK_COUNT = 20  # one cycle: every kind once or more
-DATASET_SEED = 0  # the dataset the built-in model was trained on
+DATASET_SEED = 0  # the dataset the built-in model was trained on:
+DATASET_CONCEPTS = 500  # `limner data emoji --concepts 500` (seed 0)
 # Prompts denoised together (`api.generate_many`): a small UNet costs less per image in
 # a bigger batch; the images are those made one at a time, to float rounding.
 GENERATION_BATCH = 8
@@ -82,10 +83,12 @@ def heldout_dataset(data: Path | None, say: Callable[[str], None]) -> EmojiDatas
     from limner.data.emoji import build_emoji_dataset
     from limner.home import cache_dir
 
-    folder = cache_dir() / f"emoji-heldout-seed{DATASET_SEED}"
+    folder = cache_dir() / f"emoji-heldout-seed{DATASET_SEED}-concepts{DATASET_CONCEPTS}"
     if not (folder / "heldout.jsonl").is_file():
         say(f"building the held-out split in {folder} (once)")
-        build_emoji_dataset(folder, train_size=0, heldout_size=2000, seed=DATASET_SEED)
+        build_emoji_dataset(
+            folder, train_size=0, heldout_size=2000, seed=DATASET_SEED, concepts=DATASET_CONCEPTS
+        )
     return EmojiDataset(folder, "heldout")
 
 
