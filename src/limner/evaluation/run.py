@@ -25,8 +25,9 @@ from limner.evaluation.metrics import ImageScore, Summary, frechet_distance, sco
 
 FULL_COUNT = 200  # ten cycles of the 20 held-out kinds: 120 single, 80 two, 10 three
 QUICK_COUNT = 20  # one cycle: every kind once or more
-DATASET_SEED = 0  # the dataset the built-in model was trained on:
-DATASET_CONCEPTS = 500  # `limner data emoji --concepts 500` (seed 0)
+# The dataset the built-in model was last trained on: `limner data emoji --concepts 500`.
+DATASET_SEED = 0
+DATASET_CONCEPTS = 500
 # Prompts denoised together (`api.generate_many`): a small UNet costs less per image in
 # a bigger batch; the images are those made one at a time, to float rounding.
 GENERATION_BATCH = 8
