@@ -3,6 +3,7 @@ fast path's images against the fp32 reference path, and the VAE and memory fallb
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from limner.runtime.device import (
     DeepCacheOptions,
     Precision,
     RuntimeOptions,
+    bf16_speedup,
+    cached_bf16_speedup,
     detect_cpu,
     resolve_runtime,
 )
@@ -28,6 +31,7 @@ from tiny_models import bundle, sd1_components
 
 FLAGS_BF16 = "fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile"
 FLAGS_PLAIN = "fpu sse avx2 avx512f"
+FLAGS_AVX512_BF16 = "fpu sse avx2 avx512f avx512_bf16"  # bf16 dot products, no AMX
 
 
 def cpuinfo(flags: str, topology: list[tuple[int, int]]) -> str:
@@ -69,6 +73,59 @@ def test_auto_precision_follows_bf16_units():
     assert any("slower" in note for note in forced.notes)
     assert resolve_runtime(RuntimeOptions(precision="fp32"), with_units).dtype == torch.float32
     assert resolve_runtime(RuntimeOptions(threads=3), without).threads == 3
+
+
+def _never_measured(cpu, threads):
+    raise AssertionError("the bf16 rate was measured where the flags decide")
+
+
+def test_auto_precision_measures_only_where_flags_cannot_decide(tmp_path):
+    def one(flags):
+        return detect_cpu(cpuinfo(flags, [(0, 0)]), allowed_cpus={0}, cpu_quota=math.inf)
+
+    amx, plain, avx512 = one(FLAGS_BF16), one(FLAGS_PLAIN), one(FLAGS_AVX512_BF16)
+    assert resolve_runtime(RuntimeOptions(), amx, _never_measured).dtype == torch.bfloat16
+    assert resolve_runtime(RuntimeOptions(), plain, _never_measured).dtype == torch.float32
+    # AVX512-BF16 without AMX: faster on some parts (Zen 4), slower on others
+    fast = resolve_runtime(RuntimeOptions(), avx512, lambda cpu, threads: 2.0)
+    slow = resolve_runtime(RuntimeOptions(), avx512, lambda cpu, threads: 0.55)
+    assert (fast.dtype, slow.dtype) == (torch.bfloat16, torch.float32)
+    assert "0.55x" in slow.notes[0] and "2.00x" in fast.notes[0]
+    # asked for with the threads it will run with
+    asked = []
+    resolve_runtime(RuntimeOptions(threads=3), avx512, lambda c, t: asked.append(t) or 1.0)
+    assert asked == [3]
+    # an explicit choice is never second-guessed
+    forced = RuntimeOptions(precision="bf16")
+    assert resolve_runtime(forced, avx512, _never_measured).dtype == torch.bfloat16
+
+
+def test_bf16_speedup_is_measured_once_per_cpu_and_threads(tmp_path):
+    cpu = detect_cpu(cpuinfo(FLAGS_AVX512_BF16, [(0, 0)]), allowed_cpus={0}, cpu_quota=1)
+    cache = tmp_path / "cache" / "bf16-speedup.json"
+    calls = []
+
+    def measure(threads):
+        calls.append(threads)
+        return 0.5 + threads
+
+    assert cached_bf16_speedup(cpu, 1, measure, cache) == 1.5
+    assert cached_bf16_speedup(cpu, 1, measure, cache) == 1.5
+    assert cached_bf16_speedup(cpu, 2, measure, cache) == 2.5
+    assert calls == [1, 2]
+    other = detect_cpu(cpuinfo(FLAGS_BF16, [(0, 0)]), allowed_cpus={0}, cpu_quota=1)
+    assert cached_bf16_speedup(other, 1, measure, cache) == 1.5 and calls == [1, 2, 1]
+    # a damaged cache file is measured again and rewritten, not an error
+    cache.write_text("{not json")
+    assert cached_bf16_speedup(cpu, 1, measure, cache) == 1.5 and len(calls) == 4
+    assert json.loads(cache.read_text())[cpu.key(1)] == 1.5
+
+
+def test_bf16_speedup_measures_a_positive_ratio_and_restores_threads():
+    before = torch.get_num_threads()
+    ratio = bf16_speedup(1, rounds=1)
+    assert ratio > 0 and math.isfinite(ratio)
+    assert torch.get_num_threads() == before
 
 
 def test_runtime_options_round_trip_and_errors():

@@ -319,6 +319,54 @@ def test_single_fraction_draws_that_share_of_single_emoji_scenes(dataset):
     assert set(_draw(np.random.default_rng(0), np.array([5, 7]), 64).tolist()) == {5, 7}
 
 
+def test_foreground_weights_mark_the_cells_under_each_emoji_box(dataset):
+    from limner.training.data import SceneBatches
+    from limner.training.unet_loop import foreground_weights
+
+    # a 20-px emoji at (0, 0) touches cells 0..2 (8-px cells); an 8-px one
+    # at (60, 96) touches cells x 7..8, y 12
+    w = foreground_weights([[(0, 0, 20), (60, 96, 8)], []], side=16, cell=8, weight=4.0)
+    assert w.shape == (2, 1, 16, 16)
+    marked = torch.zeros(16, 16, dtype=torch.bool)
+    marked[0:3, 0:3] = True
+    marked[12, 7:9] = True
+    fg, bg = w[0, 0][marked], w[0, 0][~marked]
+    assert torch.allclose(fg, fg[0]) and torch.allclose(bg, bg[0])
+    assert fg[0] / bg[0] == pytest.approx(4.0)
+    assert w.mean(dim=(1, 2, 3)).tolist() == pytest.approx([1.0, 1.0])
+    assert torch.equal(w[1], torch.ones(1, 16, 16))  # no emoji: uniform
+    # a box running off the canvas is clipped, not an error
+    edge = foreground_weights([[(120, 120, 40)]], side=16, cell=8, weight=2.0)
+    assert (edge[0, 0, 15, 15] > edge[0, 0, 0, 0]).item()
+    with pytest.raises(InvalidRequestError, match="foreground-weight"):
+        foreground_weights([[]], side=16, cell=8, weight=0.0)
+    # the boxes come from the scenes the batch renders
+    batches = SceneBatches(dataset, "train")
+    boxes = batches.boxes([0])
+    assert boxes[0] == [(p.x, p.y, p.size) for p in batches.dataset.scene(0).items]
+
+
+def test_foreground_weighted_training_runs_and_weights_only_when_asked(
+    dataset, arch_files, exported, tmp_path
+):
+    from limner.training import unet_loop
+
+    vae = exported / "vae"
+    plain = _unet_config(dataset, arch_files, vae, tmp_path / "plain", steps=2)
+    weighted = _unet_config(dataset, arch_files, vae, tmp_path / "weighted", steps=2)
+    weighted.foreground_weight = 6.0
+    unet_loop.train(plain)
+    unet_loop.train(weighted)
+    a, b = read_log(tmp_path / "plain"), read_log(tmp_path / "weighted")
+    assert len(a) == len(b) == 2
+    # same seed, same batches, same noise: only the weighting differs
+    assert a[0]["loss"] != pytest.approx(b[0]["loss"], rel=1e-6)
+    bad = _unet_config(dataset, arch_files, vae, tmp_path / "bad", steps=1)
+    bad.foreground_weight = -1.0
+    with pytest.raises(InvalidRequestError, match="foreground-weight"):
+        unet_loop.train(bad)
+
+
 def test_text_conditioning_matches_the_engine():
     """The trainer encodes captions as the engine encodes a prompt at sampling time."""
     from limner.models.latent import Family

@@ -14,7 +14,7 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("auto", "bf16", "fp32"),
         default="auto",
-        help="compute precision: auto is bf16 on CPUs with bf16 units, else fp32",
+        help="compute precision: auto is bf16 where this CPU computes it faster than fp32, else fp32",
     )
     s.add_argument(
         "--deepcache",

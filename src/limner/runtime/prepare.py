@@ -1,6 +1,6 @@
 """Put a loaded latent diffusion model on the fast path that `resolve_runtime` chose.
 
-- dtype: the whole bundle in bf16 on CPUs with bf16 units (weights are loaded in that
+- dtype: the whole bundle in bf16 where that is faster than fp32 (weights are loaded in that
   dtype directly, see `limner.api.load`); the VAE falls back to fp32 by itself when a
   decode is not finite (`limner.pipelines.steps.decode_latents`).
 - memory layout: channels-last for the UNet and VAE, the layout oneDNN's convolutions

@@ -20,7 +20,7 @@ class ClipTrainConfig:
     weight_decay: float = 0.05
     warmup: int = 100
     seed: int = 0
-    precision: str = "auto"  # auto: bf16 autocast when the CPU has bf16 units
+    precision: str = "auto"  # auto: bf16 autocast where faster than fp32
     checkpoint_every: int = 100
     validate_every: int = 400
     validation_size: int = 200  # held-out single-emoji renders, zero-shot classified

@@ -24,7 +24,7 @@ from limner.data.emoji import EmojiDataset, Scene, render_scene
 from limner.errors import InputFileError, InvalidRequestError
 from limner.evaluation.evaluator import images_to_tensor
 from limner.training.clip import ClipTrainConfig
-from limner.training.common import autocast, cpu_has_bf16, step_rng
+from limner.training.common import autocast, step_rng, uses_bf16
 from limner.training.evaluator_loop import (
     append_log,
     augment,
@@ -118,7 +118,7 @@ def train_clip(
     model = build_clip(arch, tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = resume_if_present(cfg.out, model, opt, cfg.steps, say)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_has_bf16())
+    bf16 = uses_bf16(cfg.precision)
     say(
         f"clip: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
         f"vocabulary {len(tokenizer)}, {n_train} training pairs, bf16 autocast {'on' if bf16 else 'off'}"

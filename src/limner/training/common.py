@@ -9,6 +9,7 @@ one that never stopped (the checkpoint holds weights, EMA and optimizer state).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -24,6 +25,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from limner.errors import InputFileError, InvalidRequestError
+from limner.runtime.device import bf16_is_faster, detect_cpu
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -45,21 +47,24 @@ def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     return g
 
 
-def cpu_has_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX), where autocast pays."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+def uses_bf16(precision: str) -> bool:
+    """Whether a trainer computes in bf16: "bf16", or "auto" where bf16 is faster than
+    fp32 on this CPU with the threads torch uses now (`limner.runtime.device`)."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise InvalidRequestError(f"precision must be auto, bf16 or fp32, not {precision!r}")
+    if precision != "auto":
+        return precision == "bf16"
+    return _auto_bf16(torch.get_num_threads())
+
+
+@functools.lru_cache(maxsize=8)
+def _auto_bf16(threads: int) -> bool:  # once per process: autocast asks every step
+    return bf16_is_faster(detect_cpu(), threads)[0]
 
 
 def autocast(precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU for "bf16", or for "auto" on CPUs that have bf16; else none."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise InvalidRequestError(f"precision must be auto, bf16 or fp32, not {precision!r}")
-    use = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
-    if not use:
+    """bf16 autocast on CPU when `uses_bf16(precision)`; else none."""
+    if not uses_bf16(precision):
         return contextlib.nullcontext()
     return torch.autocast("cpu", dtype=torch.bfloat16)
 

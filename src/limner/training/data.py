@@ -50,6 +50,10 @@ class SceneBatches:
     def captions(self, indices) -> list[str]:
         return [self.dataset.record(int(i))["caption"] for i in indices]
 
+    def boxes(self, indices) -> list[list[tuple[int, int, int]]]:
+        """Each scene's emoji boxes (x, y, size) in image pixels."""
+        return [[(p.x, p.y, p.size) for p in self.dataset.scene(int(i)).items] for i in indices]
+
 
 def _draw(rng: np.random.Generator, pool: np.ndarray, count: int) -> np.ndarray:
     """`count` indices drawn uniformly from `pool`; zeros for an empty pool (a kind that

@@ -25,7 +25,7 @@ class EvaluatorTrainConfig:
     warmup: int = 200
     background_weight: float = 0.25  # cells without an emoji count this much in the loss
     seed: int = 0
-    precision: str = "auto"  # auto: bf16 autocast when the CPU has bf16 units
+    precision: str = "auto"  # auto: bf16 autocast where faster than fp32
     checkpoint_every: int = 250
     validate_every: int = 1000
     validation_size: int = 400  # held-out real renders scored at each validation

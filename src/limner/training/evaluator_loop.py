@@ -8,7 +8,7 @@ centre, else background (see `limner.evaluation.evaluator`).
 
 Runs are resumable (a checkpoint every `checkpoint_every` steps, read back with
 `torch.load(weights_only=True)`), the data order and augmentations are functions of
-(seed, step), and bf16 autocast is used on CPUs with bf16 units.
+(seed, step), and bf16 autocast is used where it is faster than fp32 on this CPU.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from limner.evaluation.evaluator import (
     save_evaluator,
 )
 from limner.evaluation.metrics import score_image, summarise
-from limner.training.common import autocast, cpu_has_bf16, step_rng
+from limner.training.common import autocast, step_rng, uses_bf16
 from limner.training.evaluator import EvaluatorTrainConfig
 
 CHECKPOINT = "checkpoint.pt"
@@ -207,7 +207,7 @@ def train_evaluator(
     model = EmojiEvaluator(config)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = resume_if_present(cfg.out, model, opt, cfg.steps, say)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_has_bf16())
+    bf16 = uses_bf16(cfg.precision)
     say(
         f"evaluator: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
         f"{len(concepts)} concepts, {n_train} training scenes, bf16 autocast {'on' if bf16 else 'off'}"

@@ -6,7 +6,10 @@ frozen MiniLM encoded exactly as the engine encodes prompts. Captions are droppe
 by the empty prompt) with probability `caption_dropout` so that one network learns the
 conditional and unconditional predictions that classifier-free guidance combines (Ho &
 Salimans 2022). The loss is weighted by min(SNR, 5)/SNR (Min-SNR, Hang et al. 2023), which
-speeds up convergence. An EMA of the weights is kept and is what gets exported.
+speeds up convergence. `foreground_weight` > 1 weights the latent cells under the emoji
+that much more than the background (then normalised so each image's weights average 1):
+the backgrounds are flat colours or gradients the model learns early, and without the
+weight they take most of the loss while what tells emoji apart is in a few cells. An EMA of the weights is kept and is what gets exported.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ RESUME_KEYS = (
     "init",
     "arch",
     "single_fraction",
+    "foreground_weight",
 )
 
 SAMPLE_PROMPTS = (
@@ -69,6 +73,7 @@ class UnetTrainConfig:
     init: str = ""  # "" (fresh), "builtin", or a diffusers unet folder
     arch: str = ""  # architecture config JSON (default: the built-in one)
     single_fraction: float = 0.0  # share of each batch from single-emoji scenes (0: uniform)
+    foreground_weight: float = 1.0  # loss weight of latent cells under emoji (1: uniform)
     quiet: bool = False
 
 
@@ -87,6 +92,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0.0,
         help="share of each batch drawn from the single-emoji scenes, the rest from scenes "
         "of two or three (default 0: uniformly from all scenes, about 40%% single)",
+    )
+    p.add_argument(
+        "--foreground-weight",
+        type=float,
+        default=1.0,
+        help="loss weight of the latent cells under the emoji relative to the background "
+        "(default 1: uniform)",
     )
 
 
