@@ -269,6 +269,25 @@ def test_eval_cli_json(tiny_sd1, dataset, tiny_evaluator, capsys):
     assert set(report["generated"]["summary"]) >= {"single_top1", "pair_placed", "synonym_top1"}
 
 
+def test_eval_runs_the_speed_modes_it_is_asked_for(tiny_sd1, dataset, tiny_evaluator, capsys):
+    """The quality of a speed mode is measured by evaluating with it: the options reach
+    the model, and the report says what ran."""
+    args = ["eval", "--model", tiny_sd1, "--data", dataset, "--evaluator", tiny_evaluator]
+    args += ["--count", "2", "--steps", "4", "--json", "--precision", "fp32"]
+    assert main([str(a) for a in args]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert plain["runtime"]["precision"] == "fp32" and plain["runtime"]["deepcache"] is None
+    assert main([str(a) for a in [*args, "--deepcache", "2"]]) == 0
+    cached = json.loads(capsys.readouterr().out)
+    assert cached["runtime"]["deepcache"]["interval"] == 2
+    # DeepCache reuses features on alternate steps: other pixels, so other features
+    assert cached["generated"]["frechet"] != plain["generated"]["frechet"]
+    report, _ = evaluate(
+        EvalConfig(model=tiny_sd1, data=dataset, evaluator=tiny_evaluator, count=2, steps=2)
+    )
+    assert "runtime: " in format_report(report)
+
+
 def test_eval_refuses_an_evaluator_of_other_concepts(tiny_sd1, dataset, tmp_path):
     model = EmojiEvaluator(EvaluatorConfig(num_concepts=2, widths=TINY_WIDTHS))
     save_evaluator(model, ["x", "y"], tmp_path / "other")

@@ -137,7 +137,7 @@ def load(
     return model
 
 
-def _runtime_record(runtime: RuntimeOptions | None, model: LatentDiffusionModel) -> dict:
+def runtime_record(runtime: RuntimeOptions | None, model: LatentDiffusionModel) -> dict:
     """The runtime options to store with an image, "auto" replaced by what ran, so that
     `generate_from` remakes it with the same numerics on another machine."""
     record = (runtime or RuntimeOptions()).to_dict()
@@ -264,7 +264,7 @@ def generate(
                     request=req,
                     infotext=_infotext(req, model, sampler, seeds[j], inputs),
                     model_sha256=model.sha256,
-                    runtime=_runtime_record(runtime, model),
+                    runtime=runtime_record(runtime, model),
                 )
             )
     if scorer is not None:
@@ -350,7 +350,7 @@ def _generate_batched(reqs: list[GenerationRequest], model, runtime) -> list[lis
                 request=r,
                 infotext=_infotext(r, model, sampler, r.seed, inputs),
                 model_sha256=model.sha256,
-                runtime=_runtime_record(runtime, model),
+                runtime=runtime_record(runtime, model),
             )
         ]
         for r, image in zip(reqs, tensor_to_pil(pixels), strict=True)

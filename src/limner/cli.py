@@ -266,6 +266,7 @@ def _add_eval_command(sub) -> None:
     p.add_argument(
         "--grid", type=Path, default=None, help="also write a PNG grid of the first 20 prompts"
     )
+    add_speed_arguments(p)  # the fast path's modes, to measure what they cost in quality
     p.set_defaults(handler=_eval)
 
 
@@ -294,6 +295,7 @@ def _eval(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         seed=args.seed,
         real_only=args.real_only,
+        runtime=runtime_from_args(args),
     )
     bar = tqdm(desc="drawing", unit="image", file=sys.stderr, disable=args.real_only)
 

@@ -22,6 +22,7 @@ from limner.data.emoji import EmojiDataset, Scene, render_scene
 from limner.errors import InputFileError, InvalidRequestError
 from limner.evaluation.evaluator import Evaluator, builtin_evaluator_dir, load_evaluator
 from limner.evaluation.metrics import ImageScore, Summary, frechet_distance, score_image, summarise
+from limner.runtime.device import RuntimeOptions
 
 FULL_COUNT = 200  # ten cycles of the 20 held-out kinds: 120 single, 80 two, 10 three
 QUICK_COUNT = 20  # one cycle: every kind once or more
@@ -44,6 +45,9 @@ class EvalConfig:
     sampler: str = "DPM++ 2M"
     seed: int = 0  # prompt i is drawn with seed + i
     real_only: bool = False  # only the real renders: the evaluator's own accuracy (the ceiling)
+    # How the model runs (precision, DeepCache, ...); None: the automatic fast path. The
+    # speed modes change the numerics, and this is how their quality is measured.
+    runtime: RuntimeOptions | None = None
 
 
 @dataclass
@@ -72,6 +76,7 @@ class EvalReport:
     autoencoded: Side | None = None
     seconds: float = 0.0
     seconds_per_image: float = 0.0
+    runtime: dict | None = None  # the speed settings that ran ("auto" resolved); None: no model
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -178,7 +183,7 @@ def evaluate(
 
     if cfg.real_only:
         jobs = []
-    model = api.load(cfg.model) if jobs else None
+    model = api.load(cfg.model, runtime=cfg.runtime) if jobs else None
     t0 = time.perf_counter()
     requests = [
         api.GenerationRequest(
@@ -193,7 +198,9 @@ def evaluate(
     ]
     images: list[Image.Image] = []
     for start in range(0, len(requests), GENERATION_BATCH):
-        made = api.generate_many(requests[start : start + GENERATION_BATCH], model=model)
+        made = api.generate_many(
+            requests[start : start + GENERATION_BATCH], model=model, runtime=cfg.runtime
+        )
         images.extend(result[0].image for result in made)
         if on_image:
             on_image(len(images), len(jobs))
@@ -244,12 +251,26 @@ def evaluate(
         autoencoded=autoencoded,
         seconds=seconds,
         seconds_per_image=seconds / len(jobs) if jobs else 0.0,
+        runtime=api.runtime_record(cfg.runtime, model) if model is not None else None,
     )
     return report, list(zip(images[:n], [p for p, _ in jobs[:n]], strict=True))
 
 
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _describe_runtime(record: dict) -> str:
+    parts = [record["precision"]]
+    if record.get("deepcache"):
+        parts.append(f"DeepCache every {record['deepcache']['interval']} steps")
+    if not record.get("channels_last", True):
+        parts.append("no channels-last")
+    if record.get("compile"):
+        parts.append("compiled")
+    if record.get("fast_decode"):
+        parts.append("tiny decoder")
+    return ", ".join(parts)
 
 
 def format_report(r: EvalReport) -> str:
@@ -290,6 +311,8 @@ def format_report(r: EvalReport) -> str:
     ]
     if r.generated is not None:
         lines.append(f"{r.seconds:.1f} s generating ({r.seconds_per_image:.2f} s an image)")
+    if r.runtime is not None:
+        lines.append("runtime: " + _describe_runtime(r.runtime))
     lines.append(
         "VAE round trip: the real renders encoded and decoded by the model's VAE (what a "
         "perfect denoiser could reach); the real column's Frechet distance is between two "
