@@ -17,6 +17,7 @@ keyed by CPU, flags, torch version and thread count.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -336,10 +337,17 @@ def cached_bf16_speedup(
     return speedup
 
 
+@functools.lru_cache(maxsize=16)
+def process_bf16_speedup(cpu: CpuFeatures, threads: int) -> float:
+    """`cached_bf16_speedup`, also remembered for the life of the process (a process
+    whose cache folder changes, as each test's does, measures once all the same)."""
+    return cached_bf16_speedup(cpu, threads)
+
+
 def bf16_is_faster(
     cpu: CpuFeatures,
     threads: int,
-    speedup: Callable[[CpuFeatures, int], float] = cached_bf16_speedup,
+    speedup: Callable[[CpuFeatures, int], float] = process_bf16_speedup,
 ) -> tuple[bool, str]:
     """Whether bf16 beats fp32 on `cpu` with `threads` threads, and why (for notes)."""
     if not cpu.has_bf16:
@@ -358,7 +366,7 @@ def bf16_is_faster(
 def resolve_runtime(
     options: RuntimeOptions | None = None,
     cpu: CpuFeatures | None = None,
-    speedup: Callable[[CpuFeatures, int], float] = cached_bf16_speedup,
+    speedup: Callable[[CpuFeatures, int], float] = process_bf16_speedup,
 ) -> Runtime:
     """Pick the dtype and thread count for `options` on `cpu` (default: this machine).
 
