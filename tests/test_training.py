@@ -104,6 +104,23 @@ def test_train_command_has_one_entry_per_trainer():
     assert args.steps == 7 and args.caption_dropout == pytest.approx(0.1)
 
 
+def test_trainers_compute_in_bf16_only_where_asked_or_faster(monkeypatch):
+    from limner.training import common
+
+    assert common.uses_bf16("bf16") and not common.uses_bf16("fp32")
+    with pytest.raises(InvalidRequestError, match="precision"):
+        common.uses_bf16("fp16")
+    # "auto" follows the runtime's measured choice for this CPU and thread count
+    for faster in (True, False):
+        common._auto_bf16.cache_clear()
+        monkeypatch.setattr(common, "bf16_is_faster", lambda cpu, threads, f=faster: (f, ""))
+        assert common.uses_bf16("auto") is faster
+        with common.autocast("auto"):
+            product = torch.ones(2, 2) @ torch.ones(2, 2)
+        assert product.dtype == (torch.bfloat16 if faster else torch.float32)
+    common._auto_bf16.cache_clear()
+
+
 def test_ema_warms_up_and_averages():
     model = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.constant_(model.weight, 0.0)
