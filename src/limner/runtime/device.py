@@ -284,7 +284,8 @@ def bf16_speedup(threads: int, rounds: int = 5) -> float:
     on a shared machine weighs on both alike.
     """
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    if previous != threads:  # the thread pool is global: leave it alone when it fits
+        torch.set_num_threads(threads)
     try:
         pairs = {}
         for dtype in (torch.float32, torch.bfloat16):
@@ -300,7 +301,8 @@ def bf16_speedup(threads: int, rounds: int = 5) -> float:
                 best[dtype] = min(best[dtype], time.perf_counter() - start)
         return best[torch.float32] / best[torch.bfloat16]
     finally:
-        torch.set_num_threads(previous)
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
 
 
 def _speedup_cache() -> Path:
