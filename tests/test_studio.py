@@ -11,8 +11,10 @@ from __future__ import annotations
 import base64
 import io
 import socket
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -113,6 +115,30 @@ def api_get(page, path: str) -> dict:
     return response.json()
 
 
+JOB_WAIT_MS = 120_000  # a tiny-model job step takes milliseconds: two minutes means stuck
+
+
+def wait_for_job_status(page, job_id: str, status: str, timeout_ms: float = JOB_WAIT_MS) -> None:
+    """Wait until the page lists job `job_id` with `status`. If it never does, fail with
+    what the server says of the job and where its worker threads are (a rare CI hang)."""
+    try:
+        page.wait_for_selector(
+            f'li.job[data-job-id="{job_id}"][data-status="{status}"]', timeout=timeout_ms
+        )
+    except playwright_sync.TimeoutError:
+        response = page.request.get(f"/api/v1/jobs/{job_id}")
+        frames = sys._current_frames()
+        stacks = [
+            f"thread {t.name}:\n" + "".join(traceback.format_stack(frames[t.ident]))
+            for t in threading.enumerate()
+            if t.ident in frames and t.name.startswith("limner-worker")
+        ]
+        raise AssertionError(
+            f"job {job_id} not shown {status!r} in {timeout_ms / 1000:.1f} s; the server "
+            f"says {response.status} {response.text()}\n" + "\n".join(stacks)
+        ) from None
+
+
 def submit_and_wait(page, click) -> dict:
     """Run `click` (which submits the form); wait until the page shows the job completed.
     Returns the job as the POST answered it."""
@@ -122,7 +148,7 @@ def submit_and_wait(page, click) -> dict:
         click()
     assert answer.value.status == 201, answer.value.text()
     job = answer.value.json()
-    page.wait_for_selector(f'li.job[data-job-id="{job["id"]}"][data-status="completed"]')
+    wait_for_job_status(page, job["id"], "completed")
     return job
 
 
@@ -389,16 +415,16 @@ def cancel_a_queued_and_a_running_job(page):
         page.click("#generate")
     queued = second.value.json()
 
-    page.wait_for_selector(f'li.job[data-job-id="{long_job["id"]}"][data-status="running"]')
+    wait_for_job_status(page, long_job["id"], "running")
     # A reloaded page lists the jobs still open.
     page.reload()
     page.wait_for_selector("body[data-ready=true]")
-    page.wait_for_selector(f'li.job[data-job-id="{long_job["id"]}"][data-status="running"]')
-    page.wait_for_selector(f'li.job[data-job-id="{queued["id"]}"][data-status="queued"]')
+    wait_for_job_status(page, long_job["id"], "running")
+    wait_for_job_status(page, queued["id"], "queued")
     page.click(f'li.job[data-job-id="{queued["id"]}"] .job-cancel')
-    page.wait_for_selector(f'li.job[data-job-id="{queued["id"]}"][data-status="cancelled"]')
+    wait_for_job_status(page, queued["id"], "cancelled")
     page.click(f'li.job[data-job-id="{long_job["id"]}"] .job-cancel')
-    page.wait_for_selector(f'li.job[data-job-id="{long_job["id"]}"][data-status="cancelled"]')
+    wait_for_job_status(page, long_job["id"], "cancelled")
     for job in (long_job, queued):
         assert api_get(page, f"/api/v1/jobs/{job['id']}")["status"] == "cancelled"
         assert page.locator(f'li.job[data-job-id="{job["id"]}"] .job-cancel').is_hidden()
@@ -414,11 +440,17 @@ def test_jobs_of_other_clients_show_up(page):
     )
     assert response.status == 201, response.text()
     job = response.json()
-    page.wait_for_selector(f'li.job[data-job-id="{job["id"]}"][data-status="completed"]')
+    wait_for_job_status(page, job["id"], "completed")
     image_id = api_get(page, f"/api/v1/jobs/{job['id']}")["image_ids"][0]
     page.wait_for_selector(f'#gallery-grid li[data-image-id="{image_id}"]')
     assert "from a script" in page.text_content(f'li.job[data-job-id="{job["id"]}"] .job-title')
     assert page.is_hidden("#error")
+    # A wait that times out says what the server knows and where its worker is.
+    with pytest.raises(AssertionError) as stuck:
+        wait_for_job_status(page, job["id"], "failed", timeout_ms=300)
+    assert '"status":"completed"' in str(stuck.value).replace(" ", "")
+    assert "thread limner-worker-default" in str(stuck.value)
+    assert "_loop" in str(stuck.value)  # the worker's stack, idle between jobs
 
 
 def test_gallery_search_and_delete(page):
