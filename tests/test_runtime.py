@@ -291,7 +291,7 @@ def test_png_records_the_runtime_and_from_reuses_it(tiny_sd1, tmp_path):
     assert not np.array_equal(np.asarray(other.image), np.asarray(image.image))
 
 
-def test_deepcache_flag_alone_uses_the_deepcache_default_interval():
+def test_deepcache_flag_alone_uses_the_default_interval():
     import argparse
 
     from limner.runtime.cli_options import add_speed_arguments, runtime_from_args
@@ -300,6 +300,6 @@ def test_deepcache_flag_alone_uses_the_deepcache_default_interval():
     add_speed_arguments(parser)
     assert runtime_from_args(parser.parse_args([])).deepcache is None
     bare = runtime_from_args(parser.parse_args(["--deepcache"])).deepcache
-    assert bare == DeepCacheOptions(interval=3, branch=0) == DeepCacheOptions()
-    given = runtime_from_args(parser.parse_args(["--deepcache", "2", "--deepcache-branch", "1"]))
-    assert given.deepcache == DeepCacheOptions(interval=2, branch=1)
+    assert bare == DeepCacheOptions(interval=2, branch=0) == DeepCacheOptions()
+    given = runtime_from_args(parser.parse_args(["--deepcache", "3", "--deepcache-branch", "1"]))
+    assert given.deepcache == DeepCacheOptions(interval=3, branch=1)
