@@ -115,10 +115,7 @@ def api_get(page, path: str) -> dict:
     return response.json()
 
 
-JOB_WAIT_MS = 120_000  # a tiny-model job step takes milliseconds: two minutes means stuck
-
-
-def wait_for_job_status(page, job_id: str, status: str, timeout_ms: float = JOB_WAIT_MS) -> None:
+def wait_for_job_status(page, job_id: str, status: str, timeout_ms: float = TIMEOUT_MS) -> None:
     """Wait until the page lists job `job_id` with `status`. If it never does, fail with
     what the server says of the job and where its worker threads are (a rare CI hang)."""
     try:
