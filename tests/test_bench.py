@@ -15,6 +15,7 @@ from limner.errors import InvalidRequestError
 def test_quick_bench_reports_every_contender(capsys):
     code = cli.main(
         ["bench", "--quick", "--steps", "2", "--warmup-steps", "0", "--deepcache", "--json"]
+        + ["--low-memory"]
     )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
@@ -25,7 +26,11 @@ def test_quick_bench_reports_every_contender(capsys):
         assert len(result["image_samples"]) == 1
         assert result["peak_bytes"] is None or result["peak_bytes"] > 10_000_000
     assert report["results"]["diffusers"]["precision"] == "fp32"
-    assert report["results"]["limner"]["precision"] == report["cpu"]["auto_precision"]
+    limner = report["results"]["limner"]
+    assert limner["precision"] == report["cpu"]["auto_precision"]
+    # --low-memory keeps an fp32 run's weights in fp16; bf16 weights are 16-bit already
+    assert limner["weights"] == ("fp16" if limner["precision"] == "fp32" else "bf16")
+    assert report["results"]["diffusers"]["weights"] == "fp32"
     assert report["unet_flops_per_step"] > 0
     assert report["matmul_flops_per_second"]["bf16"] > 0
     ratios = report["ratios"]

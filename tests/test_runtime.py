@@ -255,6 +255,20 @@ def test_text_encoder_released_and_reloaded(tiny_sd1):
     np.testing.assert_array_equal(first, kept)
 
 
+def test_text_encoder_released_after_the_last_batch_and_never_from_a_callers_model(tiny_sd1):
+    options = RuntimeOptions(precision="fp32", release_text_encoder=True)
+    request = api.GenerationRequest(
+        prompt="a red apple", model=tiny_sd1, steps=2, seed=3, batch_count=2
+    )
+    first, second = api.generate(request, runtime=options)  # both batches encode the prompt
+    assert steps.text_encoders_released(next(iter(api._cache.values())))
+    own = api.load(tiny_sd1, runtime=options)  # released, so loaded again
+    assert not steps.text_encoders_released(own)
+    again = api.generate(request, model=own, runtime=options)
+    assert not steps.text_encoders_released(own)  # the caller's model stays whole
+    np.testing.assert_array_equal(np.asarray(again[1].image), np.asarray(second.image))
+
+
 _PEAK_PROBE = """
 import sys
 import torch
@@ -303,3 +317,80 @@ def test_deepcache_flag_alone_uses_the_default_interval():
     assert bare == DeepCacheOptions(interval=2, branch=0) == DeepCacheOptions()
     given = runtime_from_args(parser.parse_args(["--deepcache", "3", "--deepcache-branch", "1"]))
     assert given.deepcache == DeepCacheOptions(interval=3, branch=1)
+
+
+# -- fp16 weight storage (--low-memory) ------------------------------------------------
+
+
+def test_fp16_weights_are_stored_in_fp16_and_computed_in_fp32(tmp_path):
+    from limner.runtime.prepare import stores_fp16_weights
+
+    model = bundle(sd1_components(tmp_path))
+    runtime = resolve_runtime(RuntimeOptions(precision="fp32", fp16_weights=True))
+    assert runtime.fp16_weights and runtime.storage_dtype == torch.float16
+    prepare_model(model, runtime)
+    assert stores_fp16_weights(model.unet) and stores_fp16_weights(model.vae)
+    assert model.unet.conv_in.weight.dtype == torch.float16
+    assert model.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.vae.decoder.conv_out.weight.dtype == torch.float16
+    # normalisations stay in the compute dtype, and the model says what it computes in
+    assert model.unet.conv_norm_out.weight.dtype == torch.float32
+    assert model.unet.dtype == torch.float32
+    latents = torch.randn(1, 4, 8, 8)
+    context = torch.randn(1, 77, model.unet.config.cross_attention_dim)
+    with torch.no_grad():
+        out = model.unet(latents, torch.tensor([10]), context).sample
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert model.unet.conv_in.weight.dtype == torch.float16  # cast back after the call
+
+
+def test_fp16_weights_only_for_fp32_compute_and_not_with_compile():
+    bf16 = resolve_runtime(RuntimeOptions(precision="bf16", fp16_weights=True))
+    assert not bf16.fp16_weights and bf16.storage_dtype == torch.bfloat16
+    with pytest.raises(InvalidRequestError, match="compile"):
+        RuntimeOptions(fp16_weights=True, compile=True)
+    options = RuntimeOptions(precision="fp32", fp16_weights=True)
+    assert RuntimeOptions.from_json(options.to_json()) == options
+    assert options.model_key() != RuntimeOptions(precision="fp32").model_key()
+
+
+def test_fp16_weights_are_chosen_when_memory_is_tight(monkeypatch):
+    from limner.runtime import memory
+
+    monkeypatch.setattr(memory, "memory_is_tight", lambda: True)
+    tight = resolve_runtime(RuntimeOptions(precision="fp32"))
+    assert tight.fp16_weights and any("fp16 weights" in n for n in tight.notes)
+    assert not resolve_runtime(RuntimeOptions(precision="fp32", fp16_weights=False)).fp16_weights
+    monkeypatch.setattr(memory, "memory_is_tight", lambda: False)
+    assert not resolve_runtime(RuntimeOptions(precision="fp32")).fp16_weights
+
+
+def test_fp16_weights_give_the_fp32_image(tiny_sd1, tmp_path):
+    reference = _pixels(tiny_sd1, _options("fp32"))
+    options = RuntimeOptions(precision="fp32", fp16_weights=True)
+    stored = _pixels(tiny_sd1, options)
+    # the tiny model's fp32 weights rounded to fp16 (11-bit mantissa), fp32 arithmetic
+    difference = np.abs(stored - reference)
+    assert difference.mean() < 1.0, difference.mean()
+    assert difference.max() <= 16.0
+    assert reference.std() > 2.0
+    # the record says so, and remaking the image from its PNG uses fp16 weights again
+    request = api.GenerationRequest(prompt="a red apple", model=tiny_sd1, steps=4, seed=7)
+    [image] = api.generate(request, runtime=options)
+    [path] = api.save_images([image], tmp_path / "a.png")
+    assert api.image_info(path).request["runtime"]["fp16_weights"] is True
+    again = api.generate_from(path)
+    np.testing.assert_array_equal(np.asarray(again.image), np.asarray(image.image))
+
+
+def test_low_memory_flag_releases_the_text_encoder_and_stores_fp16_weights():
+    import argparse
+
+    from limner.runtime.cli_options import add_speed_arguments, runtime_from_args
+
+    parser = argparse.ArgumentParser()
+    add_speed_arguments(parser)
+    default = runtime_from_args(parser.parse_args([]))
+    assert default.release_text_encoder is None and default.fp16_weights is None
+    low = runtime_from_args(parser.parse_args(["--low-memory"]))
+    assert low.release_text_encoder is True and low.fp16_weights is True

@@ -127,7 +127,9 @@ def load(
     if key not in _cache:
         _cache.clear()
         resolved = resolve_runtime(runtime)
-        loaded = load_model(ref, prediction_type=prediction_type, torch_dtype=resolved.dtype)
+        loaded = load_model(
+            ref, prediction_type=prediction_type, torch_dtype=resolved.storage_dtype
+        )
         prepare_model(loaded, resolved)
         if loaded.sha256 is None and ref.path is not None:
             loaded.sha256 = model_sha256(ref)
@@ -140,15 +142,22 @@ def load(
 def runtime_record(runtime: RuntimeOptions | None, model: LatentDiffusionModel) -> dict:
     """The runtime options to store with an image, "auto" replaced by what ran, so that
     `generate_from` remakes it with the same numerics on another machine."""
+    from limner.runtime.prepare import stores_fp16_weights
+
     record = (runtime or RuntimeOptions()).to_dict()
     record["precision"] = "bf16" if model.dtype == torch.bfloat16 else "fp32"
+    record["fp16_weights"] = stores_fp16_weights(model.unet)  # rounds fp32 files' weights
     for machine_only in ("threads", "release_text_encoder"):
         record.pop(machine_only)
     return record
 
 
-def _speed(runtime: RuntimeOptions | None, model: LatentDiffusionModel) -> pipelines.Speed:
-    """The per-run speed settings of `runtime` for `model`."""
+def _speed(
+    runtime: RuntimeOptions | None, model: LatentDiffusionModel, may_release: bool
+) -> pipelines.Speed:
+    """The per-run speed settings of `runtime` for `model`. The text encoder is released
+    only where `may_release`: after the last prompt encoding of a call, of a model the
+    API loaded itself (a caller's own model is never taken apart under it)."""
     from limner.runtime.memory import memory_is_tight
     from limner.runtime.tiny_decoder import cached_tiny_decoder
 
@@ -156,6 +165,7 @@ def _speed(runtime: RuntimeOptions | None, model: LatentDiffusionModel) -> pipel
     release = runtime.release_text_encoder
     if release is None:
         release = memory_is_tight()
+    release = release and may_release
     tiny = None
     if runtime.fast_decode:
         tiny = cached_tiny_decoder(runtime.tiny_decoder, dtype=model.dtype)
@@ -236,6 +246,7 @@ def generate(
     runtime: RuntimeOptions | None = None,
 ) -> list[GeneratedImage]:
     """Run a request: batch_count batches of batch_size images, seeds seed, seed+1, ..."""
+    owned = model is None  # loaded (and cached) here, so it may be released and reloaded
     req, sampler, scorer, model, inputs = _start(request, model, runtime)
     sampling = _sampling(req, inputs)
     results: list[GeneratedImage] = []
@@ -252,7 +263,8 @@ def generate(
             else None,
             should_stop=should_stop,
         )
-        pixels = _run_batch(model, req, sampling, seeds, inputs, hooks, _speed(runtime, model))
+        speed = _speed(runtime, model, may_release=owned and batch == req.batch_runs - 1)
+        pixels = _run_batch(model, req, sampling, seeds, inputs, hooks, speed)
         for j, image in enumerate(tensor_to_pil(pixels)):
             if inputs.mask is not None and req.keep_unmasked:
                 image = overlay_unmasked(image, inputs.image, inputs.mask, req.mask_blur)
@@ -338,7 +350,8 @@ def _generate_batched(reqs: list[GenerationRequest], model, runtime) -> list[lis
     sampling.prompt = tuple(r.prompt for r in reqs)
     seeds = [r.seed for r in reqs]
     try:
-        pixels = pipelines.txt2img(model, sampling, seeds, None, _speed(runtime, model))
+        speed = _speed(runtime, model, may_release=owned)
+        pixels = pipelines.txt2img(model, sampling, seeds, None, speed)
     except InvalidRequestError:  # prompts of different chunk counts cannot share a batch
         return [generate(r, model=model, runtime=runtime) for r in reqs]
     return [

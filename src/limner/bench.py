@@ -79,6 +79,7 @@ class Measurement:
     peak_bytes: int | None
     load_seconds: float
     precision: str
+    weights: str  # the dtype the weights are kept in (fp16 with --low-memory's fp32 runs)
     step_samples: list[float] = field(default_factory=list)
     image_samples: list[float] = field(default_factory=list)
 
@@ -160,7 +161,8 @@ class _LimnerRunner:
         self.options = RuntimeOptions.from_dict(runtime)
         resolved = resolve_runtime(self.options)
         self.precision = resolved.precision
-        self.model = prepare_model(_build_components(cfg, resolved.dtype), resolved)
+        self.weights = resolved.weights
+        self.model = prepare_model(_build_components(cfg, resolved.storage_dtype), resolved)
         self.size = _size(cfg, self.model)
 
     def generate(self, steps: int) -> list[float]:
@@ -199,7 +201,7 @@ class _DiffusersRunner:
         from limner.diffusion.samplers import make_scheduler, resolve_sampler
 
         self.cfg = cfg
-        self.precision = "fp32"
+        self.precision = self.weights = "fp32"
         model = _build_components(cfg, torch.float32)
         self.size = _size(cfg, model)
         parts = dict(model.components)
@@ -260,7 +262,7 @@ def _worker(conn, cfg_dict: dict, contender: dict) -> None:
             _DiffusersRunner(cfg) if who.kind == "diffusers" else _LimnerRunner(cfg, who.runtime)
         )
         gc.collect()
-        conn.send(("ready", time.perf_counter() - start, runner.precision, runner.size))
+        conn.send(("ready", time.perf_counter() - start, runner.precision, runner.size, runner.weights))
         while True:
             message = conn.recv()
             if message[0] == "stop":
@@ -396,7 +398,9 @@ def matmul_rate(
         size *= 2
 
 
-def _measurement(runs: list[tuple], load_seconds: float, precision: str) -> Measurement:
+def _measurement(
+    runs: list[tuple], load_seconds: float, precision: str, weights: str
+) -> Measurement:
     steps, images, peaks = [], [], []
     for begin, marks, end, peak in runs:
         times = [marks[0] - begin] + [b - a for a, b in zip(marks, marks[1:], strict=False)]
@@ -410,6 +414,7 @@ def _measurement(runs: list[tuple], load_seconds: float, precision: str) -> Meas
         peak_bytes=max((p for p in peaks if p is not None), default=None),
         load_seconds=load_seconds,
         precision=precision,
+        weights=weights,
         step_samples=steps,
         image_samples=images,
     )
@@ -432,13 +437,13 @@ def run_bench(cfg: BenchConfig, say=lambda message: None) -> dict:
     context = multiprocessing.get_context("spawn")
     workers = [_Worker(context, cfg, who) for who in people]
     runs: dict[str, list[tuple]] = {who.name: [] for who in people}
-    ready: dict[str, tuple[float, str]] = {}
+    ready: dict[str, tuple[float, str, str]] = {}
     size = (cfg.width, cfg.height)
     try:
         for worker in workers:  # they build at the same time; wait for all
-            _, seconds, precision, size = worker.receive()
-            ready[worker.contender.name] = (seconds, precision)
-            say(f"{worker.contender.name}: ready in {seconds:.1f} s ({precision})")
+            _, seconds, precision, size, weights = worker.receive()
+            ready[worker.contender.name] = (seconds, precision, weights)
+            say(f"{worker.contender.name}: ready in {seconds:.1f} s ({precision}, {weights} weights)")
         if cfg.warmup_steps:
             for worker in workers:
                 worker.conn.send(("generate", cfg.warmup_steps))
@@ -506,7 +511,7 @@ def format_report(report: dict) -> str:
         f"bound per UNet step: bf16 {bound['bf16']:.2f} s, fp32 {bound['fp32']:.2f} s",
         "",
     ]
-    header = ("", "precision", "step (s)", "image (s)", "peak memory", "vs diffusers", "step/bound")
+    header = ("", "precision", "weights", "step (s)", "image (s)", "peak memory", "vs diffusers", "step/bound")
     table = [header]
     for name, m in report["results"].items():
         ratio = report["ratios"][name].get("image_speedup_vs_diffusers")
@@ -516,6 +521,7 @@ def format_report(report: dict) -> str:
             (
                 name,
                 m["precision"],
+                m.get("weights", m["precision"]),
                 f"{m['step_seconds']:.2f}",
                 f"{m['image_seconds']:.1f}",
                 f"{m['peak_bytes'] / 1e9:.2f} GB" if m["peak_bytes"] else "-",

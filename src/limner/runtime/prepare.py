@@ -3,6 +3,9 @@
 - dtype: the whole bundle in bf16 where that is faster than fp32 (weights are loaded in that
   dtype directly, see `limner.api.load`); the VAE falls back to fp32 by itself when a
   decode is not finite (`limner.pipelines.steps.decode_latents`).
+- weight storage: with `Runtime.fp16_weights`, an fp32 run keeps its weights in fp16
+  (loaded so) and each layer gets fp32 copies only while it runs (diffusers' layerwise
+  casting hooks): the memory of 16-bit weights with fp32 numerics.
 - memory layout: channels-last for the UNet and VAE, the layout oneDNN's convolutions
   run fastest in (NCHW inputs would be reordered at every convolution).
 - attention: PyTorch's `scaled_dot_product_attention` (diffusers' `AttnProcessor2_0`),
@@ -25,7 +28,9 @@ def prepare_model(model: LatentDiffusionModel, runtime: Runtime) -> LatentDiffus
     """Apply `runtime` to `model` in place (dtype, layout, attention, threads, compile)."""
     apply_threads(runtime.threads)
     for module in _modules(model):
-        if _dtype_of(module) != runtime.dtype:
+        if runtime.fp16_weights:
+            store_in_fp16(module, compute=runtime.dtype)
+        elif _dtype_of(module) != runtime.dtype:
             module.to(runtime.dtype)
     for module in (model.unet, model.vae):
         module.to(
@@ -37,6 +42,37 @@ def prepare_model(model: LatentDiffusionModel, runtime: Runtime) -> LatentDiffus
     if runtime.options.compile:
         model.unet = compile_unet(model.unet)
     return model
+
+
+def store_in_fp16(module: torch.nn.Module, compute: torch.dtype) -> None:
+    """Keep the weights of `module`'s convolutions, linear layers and embeddings in fp16,
+    cast to `compute` around each of their calls; the other parameters and float buffers
+    (normalisations: a small share of the bytes, and where rounding matters most) are
+    kept in `compute`. The module's own `.dtype`, for diffusers models, stays `compute`.
+
+    Cast layer by layer, so that a model loaded in fp16 is never whole in fp32."""
+    from diffusers.hooks import apply_layerwise_casting
+    from diffusers.hooks.hooks import HookRegistry
+
+    apply_layerwise_casting(
+        module, storage_dtype=torch.float16, compute_dtype=compute, skip_modules_pattern=("norm",)
+    )
+    for layer in module.modules():
+        registry = getattr(layer, "_diffusers_hook", None)
+        if isinstance(registry, HookRegistry) and registry.get_hook("layerwise_casting"):
+            continue
+        for name, tensor in [*layer._parameters.items(), *layer._buffers.items()]:
+            if tensor is not None and tensor.is_floating_point() and tensor.dtype != compute:
+                tensor.data = tensor.data.to(compute)
+
+
+def stores_fp16_weights(module: torch.nn.Module) -> bool:
+    """Whether `store_in_fp16` was applied to `module`."""
+    return any(
+        getattr(layer, "_diffusers_hook", None) is not None
+        and layer._diffusers_hook.get_hook("layerwise_casting") is not None
+        for layer in module.modules()
+    )
 
 
 def compile_unet(unet: torch.nn.Module) -> torch.nn.Module:
