@@ -269,6 +269,22 @@ def test_text_encoder_released_after_the_last_batch_and_never_from_a_callers_mod
     np.testing.assert_array_equal(np.asarray(again[1].image), np.asarray(second.image))
 
 
+def test_batched_requests_release_their_own_model_and_match_unreleased(tiny_sd1):
+    # generate_many joins one-image requests into batches; with release on, each batch
+    # may free the text encoder of the model it loaded, and the next batch loads it again.
+    requests = [
+        api.GenerationRequest(prompt=p, model=tiny_sd1, steps=2, seed=i)
+        for i, p in enumerate(["a red apple", "a blue boat", "a green tree", "a cat"])
+    ]
+    released = RuntimeOptions(precision="fp32", release_text_encoder=True)
+    kept = RuntimeOptions(precision="fp32", release_text_encoder=False)
+    many = api.generate_many(requests, max_batch=2, runtime=released)
+    assert steps.text_encoders_released(next(iter(api._cache.values())))
+    reference = api.generate_many(requests, max_batch=2, runtime=kept)
+    for a, b in zip(many, reference, strict=True):
+        np.testing.assert_array_equal(np.asarray(a[0].image), np.asarray(b[0].image))
+
+
 _PEAK_PROBE = """
 import sys
 import torch

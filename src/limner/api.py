@@ -343,6 +343,7 @@ def generate_many(
 def _generate_batched(reqs: list[GenerationRequest], model, runtime) -> list[list[GeneratedImage]]:
     """One-image txt2img requests that share their settings, in one denoising run (one at a
     time when their prompts encode to different lengths)."""
+    owned = model is None  # loaded (and cached) here, so it may be released and reloaded
     first, sampler, _, model, inputs = _start(reqs[0], model, runtime)
     if len(reqs) == 1:
         return [generate(first, model=model, runtime=runtime)]

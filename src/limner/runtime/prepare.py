@@ -61,7 +61,7 @@ def store_in_fp16(module: torch.nn.Module, compute: torch.dtype) -> None:
         registry = getattr(layer, "_diffusers_hook", None)
         if isinstance(registry, HookRegistry) and registry.get_hook("layerwise_casting"):
             continue
-        for name, tensor in [*layer._parameters.items(), *layer._buffers.items()]:
+        for tensor in [*layer._parameters.values(), *layer._buffers.values()]:
             if tensor is not None and tensor.is_floating_point() and tensor.dtype != compute:
                 tensor.data = tensor.data.to(compute)
 
