@@ -360,6 +360,27 @@ def test_fp16_weights_are_stored_in_fp16_and_computed_in_fp32(tmp_path):
     assert model.unet.conv_in.weight.dtype == torch.float16  # cast back after the call
 
 
+def test_fp16_weights_hand_large_blocks_back_to_the_system(tmp_path, monkeypatch):
+    import limner.runtime.prepare as prepare
+
+    calls = []
+    monkeypatch.setattr(prepare, "return_large_blocks_to_the_system", lambda: calls.append(1))
+    prepare_model(
+        bundle(sd1_components(tmp_path)), resolve_runtime(RuntimeOptions(precision="fp32"))
+    )
+    assert calls == []  # fp32 weights: glibc's defaults stay
+    fp16 = resolve_runtime(RuntimeOptions(precision="fp32", fp16_weights=True))
+    prepare_model(bundle(sd1_components(tmp_path / "b")), fp16)
+    assert calls == [1]
+    if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
+        # the real call, in a process of its own: it changes the allocator for good
+        probe = (
+            "from limner.runtime.memory import return_large_blocks_to_the_system as r; print(r())"
+        )
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+        assert out.stdout.strip() == "True", out.stderr
+
+
 def test_fp16_weights_only_for_fp32_compute_and_not_with_compile():
     bf16 = resolve_runtime(RuntimeOptions(precision="bf16", fp16_weights=True))
     assert not bf16.fp16_weights and bf16.storage_dtype == torch.bfloat16

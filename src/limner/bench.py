@@ -262,7 +262,9 @@ def _worker(conn, cfg_dict: dict, contender: dict) -> None:
             _DiffusersRunner(cfg) if who.kind == "diffusers" else _LimnerRunner(cfg, who.runtime)
         )
         gc.collect()
-        conn.send(("ready", time.perf_counter() - start, runner.precision, runner.size, runner.weights))
+        conn.send(
+            ("ready", time.perf_counter() - start, runner.precision, runner.size, runner.weights)
+        )
         while True:
             message = conn.recv()
             if message[0] == "stop":
@@ -443,7 +445,9 @@ def run_bench(cfg: BenchConfig, say=lambda message: None) -> dict:
         for worker in workers:  # they build at the same time; wait for all
             _, seconds, precision, size, weights = worker.receive()
             ready[worker.contender.name] = (seconds, precision, weights)
-            say(f"{worker.contender.name}: ready in {seconds:.1f} s ({precision}, {weights} weights)")
+            say(
+                f"{worker.contender.name}: ready in {seconds:.1f} s ({precision}, {weights} weights)"
+            )
         if cfg.warmup_steps:
             for worker in workers:
                 worker.conn.send(("generate", cfg.warmup_steps))
@@ -511,7 +515,16 @@ def format_report(report: dict) -> str:
         f"bound per UNet step: bf16 {bound['bf16']:.2f} s, fp32 {bound['fp32']:.2f} s",
         "",
     ]
-    header = ("", "precision", "weights", "step (s)", "image (s)", "peak memory", "vs diffusers", "step/bound")
+    header = (
+        "",
+        "precision",
+        "weights",
+        "step (s)",
+        "image (s)",
+        "peak memory",
+        "vs diffusers",
+        "step/bound",
+    )
     table = [header]
     for name, m in report["results"].items():
         ratio = report["ratios"][name].get("image_speedup_vs_diffusers")

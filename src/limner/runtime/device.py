@@ -232,7 +232,9 @@ class RuntimeOptions:
             raise InvalidRequestError("fast decoding needs a tiny decoder (a TAESD-format file)")
         if self.fp16_weights and self.compile:
             # the per-layer casting hooks and inductor's graphs do not mix
-            raise InvalidRequestError("fp16 weights (low memory) and torch.compile exclude each other")
+            raise InvalidRequestError(
+                "fp16 weights (low memory) and torch.compile exclude each other"
+            )
 
     @classmethod
     def reference(cls) -> RuntimeOptions:

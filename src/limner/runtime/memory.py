@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from pathlib import Path
 
 # Below this much available memory, the text encoders are freed once a prompt is
 # encoded (SD 1.x: 0.25 GB in bf16, SDXL: 1.6 GB) and loaded again for the next one.
 TIGHT_BYTES = 2 * 1024**3
+
+
+# glibc's mallopt parameter: blocks at least this large are mmapped and handed back to
+# the system when freed (malloc.h: M_MMAP_THRESHOLD).
+_M_MMAP_THRESHOLD = -3
+LARGE_BLOCK_BYTES = 1024**2
+
+
+def return_large_blocks_to_the_system(threshold: int = LARGE_BLOCK_BYTES) -> bool:
+    """Serve allocations of at least `threshold` bytes from mmap, so that each goes back
+    to the system when freed; False where this is not glibc.
+
+    Why: with fp16 weight storage every layer allocates fp32 copies of its weights at each
+    call and frees them after. glibc's default threshold grows to 32 MiB as such blocks
+    are freed, after which they come from the heap, whose freed holes are mostly not
+    returned: in a 512x512 SD1.5 generation this churn alone raised the resident peak by
+    about 0.4 GB. A fixed threshold also switches off that growth."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has it too, as a no-op)
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold))
 
 
 def available_bytes() -> int | None:

@@ -5,7 +5,8 @@
   decode is not finite (`limner.pipelines.steps.decode_latents`).
 - weight storage: with `Runtime.fp16_weights`, an fp32 run keeps its weights in fp16
   (loaded so) and each layer gets fp32 copies only while it runs (diffusers' layerwise
-  casting hooks): the memory of 16-bit weights with fp32 numerics.
+  casting hooks): the memory of 16-bit weights with fp32 numerics; large blocks are then
+  served from mmap, so the copies' churn does not fragment the heap.
 - memory layout: channels-last for the UNet and VAE, the layout oneDNN's convolutions
   run fastest in (NCHW inputs would be reordered at every convolution).
 - attention: PyTorch's `scaled_dot_product_attention` (diffusers' `AttnProcessor2_0`),
@@ -22,11 +23,14 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 
 from limner.models.latent import LatentDiffusionModel
 from limner.runtime.device import Runtime, apply_threads
+from limner.runtime.memory import return_large_blocks_to_the_system
 
 
 def prepare_model(model: LatentDiffusionModel, runtime: Runtime) -> LatentDiffusionModel:
     """Apply `runtime` to `model` in place (dtype, layout, attention, threads, compile)."""
     apply_threads(runtime.threads)
+    if runtime.fp16_weights:
+        return_large_blocks_to_the_system()
     for module in _modules(model):
         if runtime.fp16_weights:
             store_in_fp16(module, compute=runtime.dtype)
