@@ -239,6 +239,39 @@ def test_generate_shows_progress_and_the_image_in_the_gallery(page):
     assert f"Seed: {record['seed']}" in page.text_content("#viewer-infotext")
 
 
+def test_a_late_answer_never_takes_a_finished_job_back(page):
+    # On a busy machine the job's own events (running, completed) can reach the page before
+    # the answer to its POST, which still says "queued" (a CI failure: the row went back to
+    # queued for good). Hold the answer until the page has shown the job done.
+    held = []
+
+    def hold_the_answer(route) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        held.append((route, route.fetch()))
+
+    page.route("**/api/v1/jobs", hold_the_answer)
+    fill_txt2img(page, "a late answer", seed=5)
+    page.click("#generate")
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    route, response = held[0]
+    job = response.json()
+    assert job["status"] == "queued"
+    wait_for_job_status(page, job["id"], "completed")  # learnt from the event stream
+    route.fulfill(response=response)
+    page.wait_for_function("() => !document.getElementById('generate').disabled")
+    row = page.locator(f'li.job[data-job-id="{job["id"]}"]')
+    assert row.get_attribute("data-status") == "completed"
+    assert row.locator(".job-status").text_content() == "Done"
+    # and the viewer shows the new image, as for any job of ours
+    [image_id] = api_get(page, f"/api/v1/jobs/{job['id']}")["image_ids"]
+    page.wait_for_selector(f'#viewer-image[data-image-id="{image_id}"]')
+    page.unroute("**/api/v1/jobs")
+
+
 def test_use_these_parameters_again_fills_the_form(page):
     generate(page, "a lighthouse at night", steps=4, seed=-1)
     image = api_get(page, "/api/v1/images")["images"][0]

@@ -346,9 +346,13 @@ function trackJob(job, { ours = false } = {}) {
     $("jobs-empty").hidden = true;
     pruneFinishedJobs();
   }
-  // The job's first event can arrive before the answer to our own POST.
-  if (ours) entry.ours = true;
+  // The job's events can arrive before the answer to our own POST, even all of them: a
+  // job already finished is then shown as ours once we know it is.
   applyJob(job);
+  if (ours && !entry.ours) {
+    entry.ours = true;
+    if (entry.handled) onJobFinished(entry);
+  }
   return entry;
 }
 
@@ -371,6 +375,9 @@ function statusText(status, attempts) {
 function applyJob(update) {
   const entry = state.jobs.get(update.id ?? update.job_id);
   if (!entry) return;
+  // Answers and events can arrive out of order (the POST's "queued" after the job's own
+  // "completed", a cancel's "running" after "cancelled"): a finished job never goes back.
+  if (FINAL.has(entry.job.status) && !FINAL.has(update.status)) return;
   const job = { ...entry.job, ...update, id: entry.job.id };
   entry.job = job;
   const row = entry.row;
