@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import subprocess
 import sys
 import warnings
@@ -372,7 +373,7 @@ def test_fp16_weights_hand_large_blocks_back_to_the_system(tmp_path, monkeypatch
     fp16 = resolve_runtime(RuntimeOptions(precision="fp32", fp16_weights=True))
     prepare_model(bundle(sd1_components(tmp_path / "b")), fp16)
     assert calls == [1]
-    if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         # the real call, in a process of its own: it changes the allocator for good
         probe = (
             "from limner.runtime.memory import return_large_blocks_to_the_system as r; print(r())"

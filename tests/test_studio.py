@@ -257,6 +257,7 @@ def test_a_late_answer_never_takes_a_finished_job_back(page):
     deadline = time.monotonic() + TIMEOUT_MS / 1000
     while not held and time.monotonic() < deadline:
         page.wait_for_timeout(50)
+    assert held, "the page posted no job"
     route, response = held[0]
     job = response.json()
     assert job["status"] == "queued"
