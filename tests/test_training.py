@@ -307,6 +307,61 @@ def test_unet_trains_resumes_exactly_and_exports(dataset, arch_files, exported, 
     assert (target / "diffusion_pytorch_model.safetensors").is_file()
 
 
+def test_a_trained_unet_grows_a_pooled_text_embedding_that_starts_at_zero(
+    dataset, arch_files, exported, tmp_path
+):
+    """`--init DIR --arch A` where A adds diffusers' pooled-text embedding
+    (addition_embed_type "text"): the grown UNet computes exactly what the trained one
+    did, the new part learns, and the export runs through the engine. An architecture
+    that would drop or reshape trained weights is refused."""
+    from dataclasses import replace
+
+    from limner import api
+    from limner.training import unet_loop
+
+    first = tmp_path / "first"
+    unet_loop.train(_unet_config(dataset, arch_files, exported / "vae", first, steps=2))
+    trained = unet_loop.export(first, tmp_path / "trained")
+    pooled = tmp_path / "pooled.json"
+    pooled.write_text(
+        json.dumps({**TINY_UNET, "addition_embed_type": "text", "addition_embed_type_num_heads": 6})
+    )
+
+    before = UNet2DConditionModel.from_pretrained(trained, torch_dtype=torch.float32)
+    grown = unet_loop.build_unet(str(trained), 0, str(pooled))
+    x, t, context = torch.randn(3, 4, 16, 16), torch.tensor([5, 300, 900]), torch.randn(3, 77, 384)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x, t, context).sample, before(x, t, context).sample)
+    added = {k for k in grown.state_dict() if k not in before.state_dict()}
+    assert added and all(k.startswith("add_embedding.") for k in added)
+
+    run = tmp_path / "grown"
+    config = replace(
+        _unet_config(dataset, arch_files, exported / "vae", run, steps=3),
+        init=str(trained),
+        arch=str(pooled),
+    )
+    unet_loop.train(config)
+    weights = load_checkpoint(run)["model"]
+    assert weights["add_embedding.norm2.weight"].abs().sum() > 0  # the new part learnt
+    export = unet_loop.export(run, tmp_path / "export")
+    model = api.load(str(export.parent))
+    assert model.unet.config.addition_embed_type == "text"
+    request = api.GenerationRequest(prompt="a red apple", seed=1, steps=2, guidance_scale=3.0)
+    assert api.generate(request, model=model)[0].image.size == (128, 128)
+
+    other_text = tmp_path / "other-text.json"
+    other_text.write_text(json.dumps({**TINY_UNET, "cross_attention_dim": 256}))
+    with pytest.raises(InvalidRequestError, match="other shapes"):
+        unet_loop.build_unet(str(trained), 0, str(other_text))
+    narrower = tmp_path / "narrower.json"
+    narrower.write_text(json.dumps({**TINY_UNET, "block_out_channels": [16, 16]}))
+    with pytest.raises(InvalidRequestError, match="2 trained weights it lacks"):
+        unet_loop.build_unet(str(trained), 0, str(narrower))
+    with pytest.raises(InvalidRequestError, match="does not grow into this architecture"):
+        unet_loop.build_unet(str(export), 0, arch_files["unet"])
+
+
 def test_single_fraction_draws_that_share_of_single_emoji_scenes(dataset):
     import numpy as np
 

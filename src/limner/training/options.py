@@ -137,7 +137,12 @@ def add_generator_arguments(parser: argparse.ArgumentParser, defaults: Any, part
     p.add_argument(
         "--arch",
         default="",
-        help="architecture config JSON for a fresh model (default: the built-in one)",
+        help="architecture config JSON for a fresh model (default: the built-in one)"
+        + (
+            "; with --init, one the weights grow into (a pooled-text embedding, started at zero)"
+            if part == "unet"
+            else ""
+        ),
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

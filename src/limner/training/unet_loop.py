@@ -40,13 +40,61 @@ def _folder(init: str, part: str) -> Path:
 
 
 def build_unet(init: str = "", seed: int = 0, arch: str = "") -> UNet2DConditionModel:
-    """The built-in UNet architecture, freshly initialised (seeded) or from weights."""
-    if init:
+    """The built-in UNet architecture, freshly initialised (seeded) or from weights; with
+    both `init` and `arch`, the weights of `init` grown into the architecture `arch`
+    (see `grow_unet`)."""
+    if init and not arch:
         return UNet2DConditionModel.from_pretrained(
             _folder(init, "unet"), local_files_only=True, torch_dtype=torch.float32
         )
     torch.manual_seed(seed)
-    return UNet2DConditionModel.from_config(architecture(arch, "unet_config.json"))
+    unet = UNet2DConditionModel.from_config(architecture(arch, "unet_config.json"))
+    if init:
+        grow_unet(unet, _folder(init, "unet"))
+    return unet
+
+
+# Parts an architecture may add to a trained UNet, each with the layer that makes its
+# output: zeroed, so the grown network computes what the trained one did and the new part
+# starts from nothing (as ControlNet's zero convolutions and DiT's adaLN-zero do).
+GROWABLE_PARTS = {
+    # diffusers' addition_embed_type "text": an attention pool over the token embeddings,
+    # added to the timestep embedding (Imagen's pooled text conditioning, as in
+    # DeepFloyd IF), so every ResNet block sees what the caption asks for.
+    "add_embedding.": "add_embedding.norm2",
+}
+
+
+def grow_unet(unet: UNet2DConditionModel, folder: Path) -> list[str]:
+    """Load the trained weights in `folder` into `unet`, whose architecture may add
+    GROWABLE_PARTS to theirs; the added parts start at zero output. Returns the names
+    of the parameters that were not in `folder`. Anything else that differs (a missing
+    or extra layer, another shape) is an error: growing never drops trained weights."""
+    from limner.checkpoints.safe_load import load_state_dict
+
+    files = sorted(folder.glob("*.safetensors"))
+    if len(files) != 1:
+        raise InvalidRequestError(f"{folder}: expected one .safetensors file, found {len(files)}")
+    trained = {k: v.float() for k, v in load_state_dict(files[0]).items()}
+    own = unet.state_dict()
+    extra = sorted(set(trained) - set(own))
+    added = sorted(set(own) - set(trained))
+    ungrowable = [k for k in added if not any(k.startswith(p) for p in GROWABLE_PARTS)]
+    if extra or ungrowable:
+        raise InvalidRequestError(
+            f"{folder} does not grow into this architecture: "
+            f"{len(extra)} trained weights it lacks ({', '.join(extra[:3])}), "
+            f"{len(ungrowable)} new weights it cannot start at zero ({', '.join(ungrowable[:3])})"
+        )
+    mismatched = [k for k in trained if trained[k].shape != own[k].shape]
+    if mismatched:
+        raise InvalidRequestError(f"{folder}: other shapes for {', '.join(mismatched[:3])}")
+    unet.load_state_dict(trained, strict=False)
+    for prefix, output_layer in GROWABLE_PARTS.items():
+        if any(k.startswith(prefix) for k in added):
+            for p in unet.get_submodule(output_layer).parameters():
+                torch.nn.init.zeros_(p)
+    return added
 
 
 def load_frozen_vae(spec: str) -> AutoencoderKL:
