@@ -340,10 +340,14 @@ def test_a_trained_unet_grows_a_pooled_text_embedding_that_starts_at_zero(
         _unet_config(dataset, arch_files, exported / "vae", run, steps=3),
         init=str(trained),
         arch=str(pooled),
+        grown_lr_scale=10.0,
     )
     unet_loop.train(config)
-    weights = load_checkpoint(run)["model"]
-    assert weights["add_embedding.norm2.weight"].abs().sum() > 0  # the new part learnt
+    checkpoint = load_checkpoint(run)
+    assert checkpoint["model"]["add_embedding.norm2.weight"].abs().sum() > 0  # it learnt
+    trained_group, grown_group = checkpoint["optimizer"]["param_groups"]
+    assert len(grown_group["params"]) == len(added)
+    assert grown_group["lr"] == pytest.approx(10 * trained_group["lr"])
     export = unet_loop.export(run, tmp_path / "export")
     model = api.load(str(export.parent))
     assert model.unet.config.addition_embed_type == "text"

@@ -35,6 +35,7 @@ RESUME_KEYS = (
     "arch",
     "single_fraction",
     "foreground_weight",
+    "grown_lr_scale",
 )
 
 SAMPLE_PROMPTS = (
@@ -74,6 +75,7 @@ class UnetTrainConfig:
     arch: str = ""  # architecture config JSON (default: the built-in one)
     single_fraction: float = 0.0  # share of each batch from single-emoji scenes (0: uniform)
     foreground_weight: float = 1.0  # loss weight of latent cells under emoji (1: uniform)
+    grown_lr_scale: float = 1.0  # learning rate of parts grown by --init with --arch, x lr
     quiet: bool = False
 
 
@@ -99,6 +101,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=1.0,
         help="loss weight of the latent cells under the emoji relative to the background "
         "(default 1: uniform)",
+    )
+    p.add_argument(
+        "--grown-lr-scale",
+        type=float,
+        default=1.0,
+        help="learning rate of the parts an --arch adds to --init's weights, as a multiple "
+        "of --lr (default 1): they start at zero and have everything to learn",
     )
 
 
