@@ -233,6 +233,24 @@ def test_eval_runs_end_to_end_on_a_tiny_model(tiny_sd1, dataset, tiny_evaluator)
     assert "single emoji: top-1" in text and "VAE round trip" in text
 
 
+def test_eval_with_candidates_scores_the_image_clip_ranks_first(tiny_sd1, dataset, tiny_evaluator):
+    """`--candidates N`: each prompt's scored image is the one `generate --candidates N
+    --keep 1` returns (the CLIP model's best of N), and the report says so."""
+    from limner import api
+
+    cfg = EvalConfig(
+        model=tiny_sd1, data=dataset, evaluator=tiny_evaluator, count=2, steps=2, candidates=3
+    )
+    report, drawn = evaluate(cfg)
+    assert report.candidates == 3 and "best of 3 by CLIP" in format_report(report)
+    for i, (image, prompt) in enumerate(drawn):
+        kept = api.generate(
+            api.GenerationRequest(prompt=prompt, model=tiny_sd1, steps=2, seed=i, candidates=3)
+        )
+        assert len(kept) == 1 and kept[0].clip_score is not None
+        assert np.array_equal(np.asarray(image), np.asarray(kept[0].image))
+
+
 def test_the_builtin_vae_round_trip_keeps_the_renders(dataset):
     """The VAE column is the renders through the model's own VAE: the shipped VAE keeps
     them close (a random one would not), and the same seed gives the same pixels."""

@@ -257,6 +257,14 @@ def _add_eval_command(sub) -> None:
     p.add_argument(
         "--evaluator", type=Path, default=None, help="evaluator folder (default: built-in)"
     )
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=None,
+        metavar="N",
+        help="make N candidates per prompt and score the one the CLIP model ranks first "
+        "(as `generate --candidates N --keep 1`)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument(
         "--real-only",
@@ -295,6 +303,7 @@ def _eval(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         seed=args.seed,
         real_only=args.real_only,
+        candidates=args.candidates,
         runtime=runtime_from_args(args),
     )
     bar = tqdm(desc="drawing", unit="image", file=sys.stderr, disable=args.real_only)

@@ -45,6 +45,9 @@ class EvalConfig:
     sampler: str = "DPM++ 2M"
     seed: int = 0  # prompt i is drawn with seed + i
     real_only: bool = False  # only the real renders: the evaluator's own accuracy (the ceiling)
+    # Make this many candidates per prompt and score the one the CLIP model ranks first
+    # (`generate --candidates N --keep 1`, DALL-E's reranking); None: one image a prompt.
+    candidates: int | None = None
     # How the model runs (precision, DeepCache, ...); None: the automatic fast path. The
     # speed modes change the numerics, and this is how their quality is measured.
     runtime: RuntimeOptions | None = None
@@ -74,6 +77,7 @@ class EvalReport:
     # could reach with this autoencoder (None with real_only). Tells a weak VAE from a
     # weak UNet.
     autoencoded: Side | None = None
+    candidates: int | None = None  # CLIP-ranked candidates per prompt; None: one image
     seconds: float = 0.0
     seconds_per_image: float = 0.0
     runtime: dict | None = None  # the speed settings that ran ("auto" resolved); None: no model
@@ -193,6 +197,7 @@ def evaluate(
             steps=cfg.steps,
             guidance_scale=cfg.guidance_scale,
             seed=seed,
+            candidates=cfg.candidates,
         )
         for prompt, seed in jobs
     ]
@@ -243,6 +248,7 @@ def evaluate(
         seed=cfg.seed,
         evaluator=str(cfg.evaluator or "builtin"),
         generated=generated,
+        candidates=cfg.candidates,
         real=Side(
             summarise(real_scores, real_controls),
             _frechet(other_real.features.numpy(), real.features.numpy()),
@@ -300,6 +306,7 @@ def format_report(r: EvalReport) -> str:
             f"limner eval: model {r.model}, {r.count} held-out prompts, {r.sampler}, "
             f"{r.steps} steps, guidance {r.guidance_scale:g}, seed {r.seed}, "
             f"evaluator {r.evaluator}"
+            + (f", best of {r.candidates} by CLIP" if r.candidates else "")
         )
     width = max(len(line[0]) for line in rows)
     columns = (("generated", 10), ("VAE round trip", 14), ("real (ceiling)", 14))
