@@ -15,7 +15,7 @@ from PIL import Image
 
 from limner.cli import main
 from limner.data.emoji import Background, EmojiDataset, Placed, Scene, build_emoji_dataset
-from limner.errors import InputFileError, ModelLoadError
+from limner.errors import InputFileError, InvalidRequestError, ModelLoadError
 from limner.evaluation.evaluator import (
     Detections,
     EmojiEvaluator,
@@ -241,6 +241,8 @@ def test_eval_with_candidates_scores_the_image_clip_ranks_first(tiny_sd1, datase
     cfg = EvalConfig(
         model=tiny_sd1, data=dataset, evaluator=tiny_evaluator, count=2, steps=2, candidates=3
     )
+    with pytest.raises(InvalidRequestError, match="at least 2 images, not 1"):
+        evaluate(EvalConfig(**{**cfg.__dict__, "candidates": 1}))
     report, drawn = evaluate(cfg)
     assert report.candidates == 3 and "best of 3 by CLIP" in format_report(report)
     for i, (image, prompt) in enumerate(drawn):

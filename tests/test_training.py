@@ -328,12 +328,13 @@ def test_a_trained_unet_grows_a_pooled_text_embedding_that_starts_at_zero(
     )
 
     before = UNet2DConditionModel.from_pretrained(trained, torch_dtype=torch.float32)
-    grown = unet_loop.build_unet(str(trained), 0, str(pooled))
+    grown, grown_names = unet_loop.build_unet(str(trained), 0, str(pooled))
     x, t, context = torch.randn(3, 4, 16, 16), torch.tensor([5, 300, 900]), torch.randn(3, 77, 384)
     with torch.no_grad():
         torch.testing.assert_close(grown(x, t, context).sample, before(x, t, context).sample)
     added = {k for k in grown.state_dict() if k not in before.state_dict()}
     assert added and all(k.startswith("add_embedding.") for k in added)
+    assert set(grown_names) == added
 
     run = tmp_path / "grown"
     config = replace(
@@ -353,6 +354,14 @@ def test_a_trained_unet_grows_a_pooled_text_embedding_that_starts_at_zero(
     assert model.unet.config.addition_embed_type == "text"
     request = api.GenerationRequest(prompt="a red apple", seed=1, steps=2, guidance_scale=3.0)
     assert api.generate(request, model=model)[0].image.size == (128, 128)
+
+    for bad, message in [
+        (replace(config, grown_lr_scale=0.0), "must be > 0"),
+        (replace(config, arch=""), "needs --init and an --arch"),
+        (replace(config, arch=arch_files["unet"]), "adds nothing"),
+    ]:
+        with pytest.raises(InvalidRequestError, match=message):
+            unet_loop.train(replace(bad, run_dir=str(tmp_path / "refused")))
 
     other_text = tmp_path / "other-text.json"
     other_text.write_text(json.dumps({**TINY_UNET, "cross_attention_dim": 256}))

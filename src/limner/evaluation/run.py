@@ -169,6 +169,8 @@ def evaluate(
 
     if cfg.count < 2:
         raise InvalidRequestError("evaluate at least 2 held-out prompts")
+    if cfg.candidates is not None and cfg.candidates < 2:
+        raise InvalidRequestError(f"--candidates ranks at least 2 images, not {cfg.candidates}")
     ds = heldout_dataset(cfg.data, say)
     if 2 * cfg.count > len(ds):
         raise InvalidRequestError(

@@ -39,19 +39,20 @@ def _folder(init: str, part: str) -> Path:
     return folder
 
 
-def build_unet(init: str = "", seed: int = 0, arch: str = "") -> UNet2DConditionModel:
+def build_unet(
+    init: str = "", seed: int = 0, arch: str = ""
+) -> tuple[UNet2DConditionModel, list[str]]:
     """The built-in UNet architecture, freshly initialised (seeded) or from weights; with
     both `init` and `arch`, the weights of `init` grown into the architecture `arch`
-    (see `grow_unet`)."""
+    (see `grow_unet`). Also returns the names of the grown parameters (else none)."""
     if init and not arch:
-        return UNet2DConditionModel.from_pretrained(
+        unet = UNet2DConditionModel.from_pretrained(
             _folder(init, "unet"), local_files_only=True, torch_dtype=torch.float32
         )
+        return unet, []
     torch.manual_seed(seed)
     unet = UNet2DConditionModel.from_config(architecture(arch, "unet_config.json"))
-    if init:
-        grow_unet(unet, _folder(init, "unet"))
-    return unet
+    return unet, grow_unet(unet, _folder(init, "unet")) if init else []
 
 
 # Parts an architecture may add to a trained UNet, each with the layer that makes its
@@ -63,15 +64,6 @@ GROWABLE_PARTS = {
     # DeepFloyd IF), so every ResNet block sees what the caption asks for.
     "add_embedding.": "add_embedding.norm2",
 }
-
-
-def grown_parameter_names(unet: UNet2DConditionModel, init: str) -> set[str]:
-    """The parameters of `unet` that the trained weights of `init` do not have."""
-    from limner.checkpoints.safe_load import read_safetensors_shapes
-
-    files = sorted(_folder(init, "unet").glob("*.safetensors"))
-    trained = set(read_safetensors_shapes(files[0])) if len(files) == 1 else set()
-    return {n for n, _ in unet.named_parameters() if n not in trained}
 
 
 def grow_unet(unet: UNet2DConditionModel, folder: Path) -> list[str]:
@@ -214,6 +206,10 @@ def train(config: UnetTrainConfig, resume: bool = False) -> RunState:
         raise InvalidRequestError(
             f"--foreground-weight must be > 0, not {config.foreground_weight}"
         )
+    if config.grown_lr_scale <= 0:
+        raise InvalidRequestError(f"--grown-lr-scale must be > 0, not {config.grown_lr_scale}")
+    if config.grown_lr_scale != 1 and not (config.init and config.arch):
+        raise InvalidRequestError("--grown-lr-scale needs --init and an --arch to grow into")
     _lr_at(1, config)  # a bad schedule or floor fails here, before any model loads
     torch.set_num_threads(max(1, config.threads))
     run_dir = Path(config.run_dir)
@@ -222,13 +218,14 @@ def train(config: UnetTrainConfig, resume: bool = False) -> RunState:
     text = TextConditioner()
     scheduler_config = json.loads((builtin_dir() / "scheduler_config.json").read_text())
     acp = alphas_cumprod(scheduler_config)
-    unet = build_unet(config.init, config.seed, config.arch)
+    unet, grown = build_unet(config.init, config.seed, config.arch)
     unet.train()
     # Attention as plain matmuls: at these sizes (256 queries, heads of 32) PyTorch's
     # fused CPU attention is several times slower, its backward above all (measured: a
     # whole training step 1.8x faster with the math path).
     unet.set_attn_processor(AttnProcessor())
-    grown = grown_parameter_names(unet, config.init) if config.init and config.arch else set()
+    if config.grown_lr_scale != 1 and not grown:
+        raise InvalidRequestError(f"--grown-lr-scale: {config.arch} adds nothing to {config.init}")
     named = list(unet.named_parameters())
     groups = [
         {"params": [p for n, p in named if n not in grown], "lr_scale": 1.0},
@@ -253,6 +250,7 @@ def train(config: UnetTrainConfig, resume: bool = False) -> RunState:
             captions = ["" if d else c for c, d in zip(captions, drop, strict=True)]
             g = torch.Generator().manual_seed(int(rng.integers(2**62)))
             for group in optimizer.param_groups:
+                # Checkpoints from before grown parts restore groups without a scale.
                 group["lr"] = _lr_at(step, config) * group.get("lr_scale", 1.0)
             # The frozen text encoder runs outside autocast: in fp32 it is as fast or
             # faster on CPUs (bf16 autocast measured 1.6x slower for it on a Xeon with
@@ -335,7 +333,7 @@ def write_samples(unet, ema: EMA, vae, text, scheduler_config: dict, path: Path)
 def export(run_dir: Path, out: Path) -> Path:
     """The run's EMA weights as an fp16 diffusers folder out/unet."""
     ckpt = load_checkpoint(run_dir)
-    unet = build_unet(ckpt["config"].get("init", ""), 0, ckpt["config"].get("arch", ""))
+    unet, _ = build_unet(ckpt["config"].get("init", ""), 0, ckpt["config"].get("arch", ""))
     unet.load_state_dict(ckpt["model"])
     if ckpt["ema"] is not None:
         ema = EMA(unet)
