@@ -193,6 +193,18 @@ def test_fast_path_matches_reference_on_sdxl(tiny_sdxl):
     assert np.abs(fast - reference).mean() < 4.0
 
 
+@pytest.mark.slow  # compiles the tiny UNet: about a minute on two cores
+def test_compiled_unet_gives_the_eager_image(tiny_sd1):
+    # fp32, where only the summation order may differ (bf16 compiles the same graph; the
+    # bench measures it at full size): frozen weights, fused bias and activation
+    eager = _pixels(tiny_sd1, _options("fp32"))
+    compiled = _pixels(tiny_sd1, RuntimeOptions(precision="fp32", compile=True))
+    difference = np.abs(compiled - eager)
+    assert difference.mean() < 0.5, difference.mean()
+    assert np.percentile(difference, 99) < 4.0
+    assert eager.std() > 2.0
+
+
 def test_default_runtime_is_automatic(tiny_sd1):
     model = api.load(tiny_sd1)
     expected = resolve_runtime(RuntimeOptions()).dtype

@@ -81,10 +81,25 @@ def stores_fp16_weights(module: torch.nn.Module) -> bool:
 
 def compile_unet(unet: torch.nn.Module) -> torch.nn.Module:
     """torch.compile the UNet (inductor). The first call of each shape compiles (minutes
-    for SD on a small CPU); later calls reuse the code."""
+    for SD on a small CPU); later calls reuse the code.
+
+    - freezing: under no_grad (how limner samples) the weights become constants of the
+      graph, so oneDNN gets them prepacked once and the convolutions and linear layers
+      carry their bias and activation fused; the module's own parameters stay, for
+      DeepCache's shallow steps, which run the UNet's submodules eagerly.
+    - max_autotune: each matrix product is timed against inductor's own AMX/AVX-512
+      GEMM kernels and the fastest kept. On SD 1.5 at 512x512 on a 2-core AMX Xeon
+      (bf16, batch 2) an eager step took 1.96 s, frozen 1.59 s, frozen and autotuned
+      1.55 s (2026-12-04; the attention, 0.61 s of it, is the same fused kernel in all).
+    """
     if getattr(unet, "_orig_mod", None) is not None:  # already compiled
         return unet
-    return torch.compile(unet, mode="max-autotune-no-cudagraphs", dynamic=False)
+    import torch._inductor.config as inductor_config
+
+    # Read when a graph is compiled (at its first call), outside torch.compile's
+    # `options`, which do not reach it: set for the process.
+    inductor_config.freezing = True
+    return torch.compile(unet, dynamic=False, options={"max_autotune": True})
 
 
 def _modules(model: LatentDiffusionModel) -> list[torch.nn.Module]:
