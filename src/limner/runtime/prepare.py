@@ -86,7 +86,9 @@ def compile_unet(unet: torch.nn.Module) -> torch.nn.Module:
     - freezing: under no_grad (how limner samples) the weights become constants of the
       graph, so oneDNN gets them prepacked once and the convolutions and linear layers
       carry their bias and activation fused; the module's own parameters stay, for
-      DeepCache's shallow steps, which run the UNet's submodules eagerly.
+      DeepCache's shallow steps, which run the UNet's submodules eagerly. Weights
+      changed after the first call (a LoRA fused in, say) are not seen by the compiled
+      graph: load and compile the model again instead.
     - max_autotune: each matrix product is timed against inductor's own AMX/AVX-512
       GEMM kernels and the fastest kept. On SD 1.5 at 512x512 on a 2-core AMX Xeon
       (bf16, batch 2) an eager step took 1.96 s, frozen 1.59 s, frozen and autotuned
