@@ -165,11 +165,11 @@ def test_prepare_model_sets_dtype_layout_and_attention(tmp_path):
     assert processors and all(isinstance(p, AttnProcessor2_0) for p in processors)
 
 
-def _pixels(model_name: str, options: RuntimeOptions, **fields) -> np.ndarray:
+def _pixels(model_name: str, options: RuntimeOptions, model=None, **fields) -> np.ndarray:
     request = api.GenerationRequest(
         **{"prompt": "a red apple", "model": model_name, "steps": 4, "seed": 7, **fields}
     )
-    image = api.generate(request, runtime=options)[0].image
+    image = api.generate(request, model=model, runtime=options)[0].image
     return np.asarray(image).astype(np.float32)
 
 
@@ -198,11 +198,25 @@ def test_compiled_unet_gives_the_eager_image(tiny_sd1):
     # fp32, where only the summation order may differ (bf16 compiles the same graph; the
     # bench measures it at full size): frozen weights, fused bias and activation
     eager = _pixels(tiny_sd1, _options("fp32"))
-    compiled = _pixels(tiny_sd1, RuntimeOptions(precision="fp32", compile=True))
+    options = RuntimeOptions(precision="fp32", compile=True)
+    model = api.load(tiny_sd1, runtime=options)
+    compiled = _pixels(tiny_sd1, options, model=model)
     difference = np.abs(compiled - eager)
     assert difference.mean() < 0.5, difference.mean()
     assert np.percentile(difference, 99) < 4.0
     assert eager.std() > 2.0
+    # frozen: the graph holds its own copy of the weights, so a later change to the
+    # module's is not seen (an unfrozen graph would read the zeroed layer)
+    weight = model.unet.conv_out.weight
+    kept = weight.detach().clone()
+    with torch.no_grad():
+        weight.zero_()
+    try:
+        again = _pixels(tiny_sd1, options, model=model)
+    finally:
+        with torch.no_grad():
+            weight.copy_(kept)
+    assert np.array_equal(again, compiled)
 
 
 def test_default_runtime_is_automatic(tiny_sd1):
