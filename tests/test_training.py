@@ -369,10 +369,61 @@ def test_a_trained_unet_grows_a_pooled_text_embedding_that_starts_at_zero(
         unet_loop.build_unet(str(trained), 0, str(other_text))
     narrower = tmp_path / "narrower.json"
     narrower.write_text(json.dumps({**TINY_UNET, "block_out_channels": [16, 16]}))
-    with pytest.raises(InvalidRequestError, match="2 trained weights it lacks"):
+    with pytest.raises(InvalidRequestError, match="not the trained .* times one whole number"):
         unet_loop.build_unet(str(trained), 0, str(narrower))
     with pytest.raises(InvalidRequestError, match="does not grow into this architecture"):
         unet_loop.build_unet(str(export), 0, arch_files["unet"])
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+def test_a_trained_unet_widens_computing_the_same_and_its_copies_part(tmp_path, factor):
+    """`--init DIR --arch A` where A is the trained architecture with every block `factor`
+    times wider (Net2Net): the widened UNet gives the trained one's output at every
+    timestep, and one step of training makes the copies of a channel differ (the random
+    split of their weights breaks the symmetry that would keep them copies)."""
+    from limner.training import unet_loop
+
+    torch.manual_seed(0)
+    trained = UNet2DConditionModel.from_config(TINY_UNET)
+    with torch.no_grad():  # a trained network's norms are not the identity
+        for name, p in trained.named_parameters():
+            if "norm" in name:
+                p.add_(0.3 * torch.randn_like(p))
+    trained.save_pretrained(tmp_path / "trained")
+    wide = tmp_path / "wide.json"
+    wide.write_text(json.dumps({**TINY_UNET, "block_out_channels": [16 * factor, 32 * factor]}))
+
+    widened, grown_names = unet_loop.build_unet(str(tmp_path / "trained"), 5, str(wide))
+    assert grown_names == []
+    assert widened.conv_in.weight.shape[0] == 16 * factor
+    x, context = torch.randn(3, 4, 16, 16), torch.randn(3, 77, 384)
+    t = torch.tensor([1, 400, 999])
+    with torch.no_grad():
+        expected = trained(x, t, context).sample
+        torch.testing.assert_close(widened(x, t, context).sample, expected, atol=1e-4, rtol=1e-4)
+
+    # Output channel c becomes c*factor..: equal biases (the weights are split on the inputs).
+    copies = widened.down_blocks[0].resnets[0].conv1.bias
+    assert torch.equal(copies[0], copies[1])
+    optimizer = torch.optim.SGD(widened.parameters(), lr=0.1)
+    widened(x, t, context).sample.square().mean().backward()
+    optimizer.step()
+    assert not torch.allclose(copies[0], copies[1])
+
+
+def test_widening_refuses_what_is_not_a_whole_widening(tmp_path):
+    from limner.training import unet_loop
+
+    UNet2DConditionModel.from_config(TINY_UNET).save_pretrained(tmp_path / "trained")
+    for change, message in [
+        ({"block_out_channels": [32, 48]}, "not the trained .* times one whole number"),
+        ({"block_out_channels": [32, 64], "layers_per_block": 2}, "also changes layers_per_block"),
+        ({"block_out_channels": [32, 64], "freq_shift": 1}, "also changes freq_shift"),
+    ]:
+        arch = tmp_path / "arch.json"
+        arch.write_text(json.dumps({**TINY_UNET, **change}))
+        with pytest.raises(InvalidRequestError, match=message):
+            unet_loop.build_unet(str(tmp_path / "trained"), 0, str(arch))
 
 
 def test_single_fraction_draws_that_share_of_single_emoji_scenes(dataset):

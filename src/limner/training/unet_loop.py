@@ -30,6 +30,7 @@ from limner.training.common import (
 )
 from limner.training.data import SceneBatches
 from limner.training.unet import RESUME_KEYS, SAMPLE_PROMPTS, UnetTrainConfig
+from limner.training.widen import widen_state_dict, widening_factor
 
 
 def _folder(init: str, part: str) -> Path:
@@ -52,7 +53,7 @@ def build_unet(
         return unet, []
     torch.manual_seed(seed)
     unet = UNet2DConditionModel.from_config(architecture(arch, "unet_config.json"))
-    return unet, grow_unet(unet, _folder(init, "unet")) if init else []
+    return unet, grow_unet(unet, _folder(init, "unet"), seed) if init else []
 
 
 # Parts an architecture may add to a trained UNet, each with the layer that makes its
@@ -66,11 +67,14 @@ GROWABLE_PARTS = {
 }
 
 
-def grow_unet(unet: UNet2DConditionModel, folder: Path) -> list[str]:
+def grow_unet(unet: UNet2DConditionModel, folder: Path, seed: int = 0) -> list[str]:
     """Load the trained weights in `folder` into `unet`, whose architecture may add
-    GROWABLE_PARTS to theirs; the added parts start at zero output. Returns the names
-    of the parameters that were not in `folder`. Anything else that differs (a missing
-    or extra layer, another shape) is an error: growing never drops trained weights."""
+    GROWABLE_PARTS to theirs (the added parts start at zero output) or widen every block
+    by one whole factor (`limner.training.widen`; `seed` draws the weights' splits).
+    Either way the grown UNet computes what the trained one did. Returns the names of
+    the parameters that were not in `folder` (none when widened). Anything else that
+    differs (a missing or extra layer, another shape) is an error: growing never drops
+    trained weights."""
     from limner.checkpoints.safe_load import load_state_dict
 
     files = sorted(folder.glob("*.safetensors"))
@@ -78,6 +82,12 @@ def grow_unet(unet: UNet2DConditionModel, folder: Path) -> list[str]:
         raise InvalidRequestError(f"{folder}: expected one .safetensors file, found {len(files)}")
     trained = {k: v.float() for k, v in load_state_dict(files[0]).items()}
     own = unet.state_dict()
+    factor = widening_factor(json.loads((folder / "config.json").read_text()), unet.config)
+    if factor:
+        shapes = {name: value.shape for name, value in own.items()}
+        generator = torch.Generator().manual_seed(seed)
+        unet.load_state_dict(widen_state_dict(trained, shapes, factor, generator))
+        return []
     extra = sorted(set(trained) - set(own))
     added = sorted(set(own) - set(trained))
     ungrowable = [k for k in added if not any(k.startswith(p) for p in GROWABLE_PARTS)]
