@@ -15,11 +15,12 @@ from limner.errors import InvalidRequestError
 def test_quick_bench_reports_every_contender(capsys):
     code = cli.main(
         ["bench", "--quick", "--steps", "2", "--warmup-steps", "0", "--deepcache", "--json"]
-        + ["--low-memory"]
+        + ["--low-memory", "--tome", "0.5"]
     )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report["results"]) == {"diffusers", "limner", "limner+deepcache"}
+    modes = {"limner+deepcache", "limner+tome", "limner+deepcache+tome"}
+    assert set(report["results"]) == {"diffusers", "limner", *modes}
     for name, result in report["results"].items():
         assert result["step_seconds"] > 0, name
         assert result["image_seconds"] >= result["step_seconds"], name
@@ -35,11 +36,13 @@ def test_quick_bench_reports_every_contender(capsys):
     assert report["matmul_flops_per_second"]["bf16"] > 0
     ratios = report["ratios"]
     assert ratios["limner"]["image_speedup_vs_diffusers"] > 0
-    assert ratios["limner+deepcache"]["image_speedup_vs_limner"] > 0
+    for mode in modes:
+        assert ratios[mode]["image_speedup_vs_limner"] > 0
     table = format_report(report)
     assert "bound per UNet step" in table and "64x64" in table
+    assert "token merging over limner" in table
     rows = [line.split()[0] for line in table.splitlines() if line.strip()]
-    assert {"diffusers", "limner", "limner+deepcache"} <= set(rows)
+    assert {"diffusers", "limner", *modes} <= set(rows)
 
 
 def test_sd15_flops_per_step():
@@ -87,6 +90,20 @@ def test_contenders_follow_the_options():
     assert [c.name for c in deep] == ["limner", "limner+deepcache"]
     assert deep[0].runtime["deepcache"] is None
     assert deep[1].runtime["deepcache"] == {"interval": 3, "branch": 0}
+    both = contenders(
+        BenchConfig(
+            arch="tiny",
+            diffusers=False,
+            runtime={"deepcache": {"interval": 2, "branch": 0}, "token_merging": 0.5},
+        )
+    )
+    names = ["limner", "limner+deepcache", "limner+tome", "limner+deepcache+tome"]
+    assert [c.name for c in both] == names
+    runs = {c.name: (c.runtime["deepcache"], c.runtime["token_merging"]) for c in both}
+    assert runs["limner"] == (None, 0.0)
+    assert runs["limner+deepcache"] == ({"interval": 2, "branch": 0}, 0.0)
+    assert runs["limner+tome"] == (None, 0.5)
+    assert runs["limner+deepcache+tome"] == ({"interval": 2, "branch": 0}, 0.5)
 
 
 def test_bad_configs_are_refused():

@@ -453,6 +453,12 @@ def test_error_steps_out_of_range(steps, tiny_sd1, capsys):
     expect_error(capsys, args, "steps", bound, exit_code=2)
 
 
+@pytest.mark.parametrize("ratio", ["0.9", "-0.5"])
+def test_error_token_merging_out_of_range(ratio, tiny_sd1, capsys):
+    args = ["generate", PROMPT, "--model", tiny_sd1, *FAST, "--tome", ratio]
+    expect_error(capsys, args, "token merging ratio", "[0, 0.75]", ratio, exit_code=2)
+
+
 def test_error_negative_guidance(tiny_sd1, capsys):
     args = ["generate", PROMPT, "--model", tiny_sd1, *FAST, "-g", "-1"]
     expect_error(capsys, args, "guidance_scale", "greater than or equal to 0", exit_code=2)

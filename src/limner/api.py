@@ -170,7 +170,10 @@ def _speed(
     if runtime.fast_decode:
         tiny = cached_tiny_decoder(runtime.tiny_decoder, dtype=model.dtype)
     return pipelines.Speed(
-        deepcache=runtime.deepcache, tiny_decoder=tiny, release_text_encoder=release
+        deepcache=runtime.deepcache,
+        tiny_decoder=tiny,
+        release_text_encoder=release,
+        token_merging=runtime.token_merging,
     )
 
 
@@ -274,7 +277,7 @@ def generate(
                     seed=seeds[j],
                     index=first + j,
                     request=req,
-                    infotext=_infotext(req, model, sampler, seeds[j], inputs),
+                    infotext=_infotext(req, model, sampler, seeds[j], inputs, runtime),
                     model_sha256=model.sha256,
                     runtime=runtime_record(runtime, model),
                 )
@@ -362,7 +365,7 @@ def _generate_batched(reqs: list[GenerationRequest], model, runtime) -> list[lis
                 seed=r.seed,
                 index=0,
                 request=r,
-                infotext=_infotext(r, model, sampler, r.seed, inputs),
+                infotext=_infotext(r, model, sampler, r.seed, inputs, runtime),
                 model_sha256=model.sha256,
                 runtime=runtime_record(runtime, model),
             )
@@ -406,6 +409,7 @@ def _infotext(
     sampler: ResolvedSampler,
     seed: int,
     inputs: _Inputs,
+    runtime: RuntimeOptions | None = None,
 ) -> str:
     edits = req.mode is not Mode.TXT2IMG
     params = a1111_params(
@@ -423,6 +427,7 @@ def _infotext(
         rng="CPU",
         eta=req.eta if sampler.spec.name != "DDIM" else None,
         eta_ddim=req.eta if sampler.spec.name == "DDIM" else None,
+        token_merging_ratio=runtime.token_merging if runtime else None,
         version=f"limner {__version__}",
     )
     return format_infotext(req.prompt, req.negative_prompt, params)

@@ -317,13 +317,25 @@ def contenders(cfg: BenchConfig) -> list[Contender]:
     from limner.runtime.device import RuntimeOptions
 
     options = RuntimeOptions.from_dict(cfg.runtime) if cfg.runtime else RuntimeOptions()
-    plain = RuntimeOptions.from_dict({**options.to_dict(), "deepcache": None})
+    plain = {**options.to_dict(), "deepcache": None, "token_merging": 0.0}
     people = []
     if cfg.diffusers:
         people.append(Contender("diffusers", "diffusers", {}))
-    people.append(Contender("limner", "limner", plain.to_dict()))
-    if options.deepcache is not None:
-        people.append(Contender("limner+deepcache", "limner", options.to_dict()))
+    people.append(Contender("limner", "limner", plain))
+    # Each approximate mode on its own against plain limner, and both together.
+    modes = {"deepcache": options.deepcache is not None, "tome": options.token_merging > 0}
+    if modes["deepcache"]:
+        people.append(
+            Contender(
+                "limner+deepcache", "limner", {**plain, "deepcache": options.to_dict()["deepcache"]}
+            )
+        )
+    if modes["tome"]:
+        people.append(
+            Contender("limner+tome", "limner", {**plain, "token_merging": options.token_merging})
+        )
+    if all(modes.values()):
+        people.append(Contender("limner+deepcache+tome", "limner", options.to_dict()))
     return people
 
 
@@ -490,7 +502,7 @@ def _ratios(results: dict[str, Measurement]) -> dict:
         if base is not None:
             entry["image_speedup_vs_diffusers"] = base.image_seconds / m.image_seconds
             entry["step_speedup_vs_diffusers"] = base.step_seconds / m.step_seconds
-        if name == "limner+deepcache":
+        if name.startswith("limner+"):  # an approximate mode against plain limner
             plain = results["limner"]
             entry["image_speedup_vs_limner"] = plain.image_seconds / m.image_seconds
         ratios[name] = entry
@@ -528,7 +540,8 @@ def format_report(report: dict) -> str:
     table = [header]
     for name, m in report["results"].items():
         ratio = report["ratios"][name].get("image_speedup_vs_diffusers")
-        full_steps = "deepcache" not in name  # a cached step is not a full UNet step
+        # A cached or merged step does not do the UNet's full work.
+        full_steps = not name.startswith("limner+")
         to_bound = m["step_seconds"] / bound[m["precision"]] if full_steps else None
         table.append(
             (
@@ -550,9 +563,17 @@ def format_report(report: dict) -> str:
                 for i, (cell, w) in enumerate(zip(row, widths, strict=True))
             )
         )
-    deep = report["ratios"].get("limner+deepcache", {}).get("image_speedup_vs_limner")
-    if deep is not None:
-        lines.append(f"\nDeepCache over limner: {deep:.2f}x per image")
+    modes = []
+    for name, mode in (
+        ("limner+deepcache", "DeepCache"),
+        ("limner+tome", "token merging"),
+        ("limner+deepcache+tome", "DeepCache and token merging"),
+    ):
+        over = report["ratios"].get(name, {}).get("image_speedup_vs_limner")
+        if over is not None:
+            modes.append(f"{mode} over limner: {over:.2f}x per image")
+    if modes:
+        lines += ["", *modes]
     lines.append(
         "\nstep: mean time per step after the first (UNet with guidance batch); image: prompt + steps + decode; "
         "peak memory: the worker's resident high-water mark during the image; step/bound: "

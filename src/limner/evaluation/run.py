@@ -276,6 +276,8 @@ def _describe_runtime(record: dict) -> str:
         parts.append("no channels-last")
     if record.get("compile"):
         parts.append("compiled")
+    if record.get("token_merging"):
+        parts.append(f"token merging {record['token_merging']:g}")
     if record.get("fast_decode"):
         parts.append("tiny decoder")
     return ", ".join(parts)

@@ -21,6 +21,7 @@ from limner.models.latent import LatentDiffusionModel
 from limner.pipelines import steps
 from limner.runtime.deepcache import DeepCacheUNet
 from limner.runtime.device import DeepCacheOptions
+from limner.runtime.token_merging import set_token_merging
 
 
 @dataclass
@@ -48,12 +49,14 @@ class Speed:
 
     `deepcache` reuses the UNet's deep features between steps; `tiny_decoder` (a TAESD
     `TinyDecoder`) decodes the final image instead of the VAE when given;
-    `release_text_encoder` frees the text encoders' weights once the prompt is encoded.
+    `release_text_encoder` frees the text encoders' weights once the prompt is encoded;
+    `token_merging` is the ToMe ratio of the full-resolution self-attentions.
     """
 
     deepcache: DeepCacheOptions | None = None
     tiny_decoder: torch.nn.Module | None = None
     release_text_encoder: bool = False
+    token_merging: float = 0.0
 
 
 @dataclass
@@ -90,6 +93,9 @@ def _prepare(model: LatentDiffusionModel, s: Sampling, seeds: list[int], speed: 
         # global RNG: one tree per image, from that image's seed, keeps it reproducible
         # from its own seed whatever batch it was made in (as A1111 does).
         scheduler.noise_sampler_seed = list(seeds)
+    _, _, latent_height, latent_width = steps.latent_shape(model, batch, s.width, s.height)
+    # Set for every run, 0 included: a UNet merged before must not stay merged.
+    set_token_merging(model.unet, speed.token_merging, latent_height, latent_width, seeds)
     unet = DeepCacheUNet(model.unet, speed.deepcache) if speed.deepcache else model.unet
     denoiser = GuidedUNet(unet, cond, s.guidance_scale if guidance else 1.0, s.guidance_rescale)
     return denoiser, scheduler

@@ -34,6 +34,16 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
         help="DeepCache skip-branch depth: larger is slower and closer (default 0)",
     )
     s.add_argument(
+        "--token-merging",
+        "--tome",
+        type=float,
+        default=0.0,
+        metavar="RATIO",
+        help="token merging (ToMe for SD, A1111's 'Token merging ratio'): merge this share "
+        "of the tokens before each full-resolution self-attention, 0 to 0.75; faster, "
+        "changes the image (0.5 is the usual choice; default 0: off)",
+    )
+    s.add_argument(
         "--compile", action="store_true", help="torch.compile the UNet (slow first image)"
     )
     s.add_argument("--threads", type=int, default=None, help="threads (default: physical cores)")
@@ -79,6 +89,7 @@ def runtime_from_args(args: argparse.Namespace):
         fast_decode=args.fast_decode,
         release_text_encoder=True if args.low_memory else None,
         fp16_weights=True if args.low_memory else None,
+        token_merging=args.token_merging,
     )
     return options
 

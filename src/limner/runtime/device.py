@@ -203,6 +203,8 @@ class RuntimeOptions:
     core; `deepcache=None` runs every step in full; `tiny_decoder` is the path of a
     TAESD-format decoder, used for previews, and for the final image when `fast_decode`.
     `release_text_encoder=None` releases it after encoding only when memory is tight.
+    `token_merging` > 0 merges that share of the tokens before each self-attention at full
+    latent resolution (ToMe for SD, `limner.runtime.token_merging`): faster, approximate.
     `fp16_weights` keeps the weights of an fp32 run in fp16 and gives each layer fp32
     copies only while it runs (half the memory of fp32 weights, about 10% slower on SD1.5;
     lossless for the fp16 files most checkpoints are); None: only when memory is tight.
@@ -217,6 +219,7 @@ class RuntimeOptions:
     fast_decode: bool = False
     release_text_encoder: bool | None = None
     fp16_weights: bool | None = None
+    token_merging: float = 0.0  # ToMe ratio of the full-resolution self-attentions; 0: off
 
     def __post_init__(self) -> None:
         try:
@@ -228,6 +231,9 @@ class RuntimeOptions:
             ) from None
         if self.threads is not None and self.threads < 1:
             raise InvalidRequestError(f"threads must be at least 1, got {self.threads}")
+        from limner.runtime.token_merging import check_ratio
+
+        check_ratio(self.token_merging)
         if self.fast_decode and not self.tiny_decoder:
             raise InvalidRequestError("fast decoding needs a tiny decoder (a TAESD-format file)")
         if self.fp16_weights and self.compile:
