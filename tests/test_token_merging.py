@@ -158,3 +158,30 @@ def test_generate_with_token_merging_records_and_reproduces_it(tmp_path):
     # and the same model object, unmerged again, gives the plain image
     back = api.generate(request, runtime=RuntimeOptions.reference())[0]
     assert np.array_equal(np.asarray(back.image), np.asarray(plain.image))
+
+
+def test_a_compiled_unet_merges_in_one_graph_for_every_seed(unets):
+    """No graph break (fullgraph) and no recompile when the next image's seed changes the
+    destinations: the merge has no data-dependent shapes and no Python side effects."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    unet = unets["sd1"]
+    inputs = _inputs(unet)
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        set_token_merging(unet, 0.5, 8, 8, seeds=[1, 2])
+        eager = _call(unet, inputs)
+        compiled = torch.compile(unet, backend="eager", fullgraph=True, dynamic=False)
+        first = _call(compiled, inputs)
+        set_token_merging(unet, 0.5, 8, 8, seeds=[3, 4])
+        _call(compiled, inputs)
+        set_token_merging(unet, 0.5, 8, 8, seeds=[1, 2])
+        again = _call(compiled, inputs)
+    finally:
+        _restore(unet)
+        torch._dynamo.reset()
+    torch.testing.assert_close(first, eager, rtol=0, atol=0)
+    torch.testing.assert_close(again, eager, rtol=0, atol=0)
+    assert counters["stats"]["unique_graphs"] == 1

@@ -12,8 +12,10 @@ the scores. It changes the image (an approximation, opt-in): A1111 calls the set
 
 As in ToMe for SD's defaults: only the self-attention is merged (cross-attention and the
 feed-forward layer see every token), only at full latent resolution (SDXL has no
-attention there, so it is unchanged), and the destination of each cell varies from call
-to call, here from the image seed, so the same seed gives the same picture.
+attention there, so it is unchanged). The destination of each cell is drawn from the
+image's seed (the same seed gives the same picture, in any batch) and differs from layer
+to layer, but not from step to step: nothing in the forward pass changes Python state,
+so a compiled UNet is not recompiled at every call.
 """
 
 from __future__ import annotations
@@ -68,11 +70,11 @@ class MergePlan:
         rows, cols = height // 2, width // 2
         cell_y = torch.arange(rows).view(1, -1, 1) * 2 + cell_choice // 2
         cell_x = torch.arange(cols).view(1, 1, -1) * 2 + cell_choice % 2
-        is_dst = torch.zeros(b, n, dtype=torch.bool)
-        is_dst.scatter_(1, (cell_y * width + cell_x).flatten(1), True)
-        # Every row has rows*cols destinations: as (B, ·) index tensors, in token order.
-        dst = torch.nonzero(is_dst)[:, 1].view(b, -1)
-        src = torch.nonzero(~is_dst)[:, 1].view(b, -1)
+        dst = (cell_y * width + cell_x).flatten(1)  # (B, rows*cols)
+        is_dst = torch.zeros(b, n, dtype=torch.int8).scatter_(1, dst, 1)
+        # The sources, in token order: shapes known before the data (no nonzero), so a
+        # compiled UNet keeps one graph.
+        src = torch.argsort(is_dst, dim=1, stable=True)[:, : n - dst.shape[1]]
         r = min(int(n * ratio), src.shape[1])
         metric = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         scores = _gather_rows(metric, src) @ _gather_rows(metric, dst).transpose(1, 2)
@@ -121,30 +123,30 @@ class TokenMergingState:
     height: int = 0  # the latent's size: attention at height x width tokens is merged
     width: int = 0
     cell_choice: torch.Tensor | None = None  # (images, height // 2, width // 2), per seed
-    calls: int = 0
-    removed: list[int] = field(default_factory=list)  # tokens taken out, per merged call
+    removed: list[int] = field(default_factory=list)  # tokens taken out, per eager call
 
-    def plan_for(self, x: torch.Tensor) -> MergePlan | None:
+    def plan_for(self, x: torch.Tensor, layer: int) -> MergePlan | None:
         if self.ratio <= 0 or x.ndim != 3 or x.shape[1] != self.height * self.width:
             return None
         images = self.cell_choice.shape[0]
         if x.shape[0] % images:
             return None  # not this generation's batch
         # Guidance stacks the batch (unconditional rows, then conditional): row j is
-        # image j % images. Another destination each call.
-        choice = (self.cell_choice.repeat(x.shape[0] // images, 1, 1) + self.calls) % 4
-        self.calls += 1
+        # image j % images. Another destination in each layer.
+        choice = (self.cell_choice.repeat(x.shape[0] // images, 1, 1) + layer) % 4
         plan = MergePlan.build(x, self.height, self.width, self.ratio, choice)
-        self.removed.append(plan.removed)
+        if not torch.compiler.is_compiling():
+            self.removed.append(plan.removed)
         return plan
 
 
 class TokenMergingProcessor:
     """Wraps a self-attention's processor: merge, attend, unmerge (when the state says)."""
 
-    def __init__(self, base, state: TokenMergingState) -> None:
+    def __init__(self, base, state: TokenMergingState, layer: int) -> None:
         self.base = base
         self.state = state
+        self.layer = layer
 
     def __call__(
         self,
@@ -158,7 +160,7 @@ class TokenMergingProcessor:
     ) -> torch.Tensor:
         plan = None
         if encoder_hidden_states is None and attention_mask is None:
-            plan = self.state.plan_for(hidden_states)
+            plan = self.state.plan_for(hidden_states, self.layer)
         if plan is None:
             return self.base(
                 attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs
@@ -203,18 +205,17 @@ def set_token_merging(
     if ratio == 0 and not states:
         return None
     state = next(iter(states.values())) if len(states) == 1 else TokenMergingState()
-    for attention in attentions:
+    for layer, attention in enumerate(attentions):
         processor = attention.processor
         if isinstance(processor, TokenMergingProcessor):
             if processor.state is state:
                 continue
             processor = processor.base
-        attention.set_processor(TokenMergingProcessor(processor, state))
+        attention.set_processor(TokenMergingProcessor(processor, state, layer))
     state.ratio, state.height, state.width = ratio, latent_height, latent_width
     cells = (latent_height // 2, latent_width // 2)
     state.cell_choice = torch.stack(
         [torch.randint(4, cells, generator=torch.Generator().manual_seed(s)) for s in seeds]
     )
-    state.calls = 0
     state.removed = []
     return state
