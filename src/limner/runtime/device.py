@@ -195,6 +195,17 @@ class DeepCacheOptions:
             raise InvalidRequestError(f"DeepCache branch must be 0 or more, got {self.branch}")
 
 
+MAX_TOKEN_MERGING = 0.75  # every source of every 2x2 cell merged: one token a cell is left
+
+
+def check_token_merging_ratio(ratio: float) -> None:
+    if not 0.0 <= ratio <= MAX_TOKEN_MERGING:
+        raise InvalidRequestError(
+            f"token merging ratio must be in [0, {MAX_TOKEN_MERGING}] (one token of each 2x2 "
+            f"cell is kept), got {ratio}"
+        )
+
+
 @dataclass(frozen=True)
 class RuntimeOptions:
     """How to run a model: what the user asked for, before looking at the CPU.
@@ -231,9 +242,7 @@ class RuntimeOptions:
             ) from None
         if self.threads is not None and self.threads < 1:
             raise InvalidRequestError(f"threads must be at least 1, got {self.threads}")
-        from limner.runtime.token_merging import check_ratio
-
-        check_ratio(self.token_merging)
+        check_token_merging_ratio(self.token_merging)
         if self.fast_decode and not self.tiny_decoder:
             raise InvalidRequestError("fast decoding needs a tiny decoder (a TAESD-format file)")
         if self.fp16_weights and self.compile:

@@ -20,22 +20,12 @@ so a compiled UNet is not recompiled at every call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from diffusers.models.attention_processor import Attention
 
-from limner.errors import InvalidRequestError
-
-MAX_RATIO = 0.75  # every source of every 2x2 cell merged: one token a cell is left
-
-
-def check_ratio(ratio: float) -> None:
-    if not 0.0 <= ratio <= MAX_RATIO:
-        raise InvalidRequestError(
-            f"token merging ratio must be in [0, {MAX_RATIO}] (one token of each 2x2 cell "
-            f"is kept), got {ratio}"
-        )
+from limner.runtime.device import check_token_merging_ratio
 
 
 def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -84,10 +74,6 @@ class MergePlan:
         target = best_dst.gather(1, merged)
         return cls(n, src, dst, kept, merged, target)
 
-    @property
-    def removed(self) -> int:
-        return self.merged.shape[1]
-
     def merge(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, C) -> (B, N - r, C): the kept sources, then the destinations, each the
         mean of itself and the sources merged into it."""
@@ -123,7 +109,6 @@ class TokenMergingState:
     height: int = 0  # the latent's size: attention at height x width tokens is merged
     width: int = 0
     cell_choice: torch.Tensor | None = None  # (images, height // 2, width // 2), per seed
-    removed: list[int] = field(default_factory=list)  # tokens taken out, per eager call
 
     def plan_for(self, x: torch.Tensor, layer: int) -> MergePlan | None:
         if self.ratio <= 0 or x.ndim != 3 or x.shape[1] != self.height * self.width:
@@ -134,10 +119,7 @@ class TokenMergingState:
         # Guidance stacks the batch (unconditional rows, then conditional): row j is
         # image j % images. Another destination in each layer.
         choice = (self.cell_choice.repeat(x.shape[0] // images, 1, 1) + layer) % 4
-        plan = MergePlan.build(x, self.height, self.width, self.ratio, choice)
-        if not torch.compiler.is_compiling():
-            self.removed.append(plan.removed)
-        return plan
+        return MergePlan.build(x, self.height, self.width, self.ratio, choice)
 
 
 class TokenMergingProcessor:
@@ -194,7 +176,7 @@ def set_token_merging(
     with a ratio above 0 wraps the UNet's self-attention processors (kept from then on:
     a compiled UNet is not recompiled for each image); ratio 0 makes them call through.
     Returns the shared state (None when the UNet was never merged)."""
-    check_ratio(ratio)
+    check_token_merging_ratio(ratio)
     unet = getattr(unet, "_orig_mod", unet)  # a torch.compile'd UNet: its module
     attentions = _self_attentions(unet)
     states = {
@@ -217,5 +199,4 @@ def set_token_merging(
     state.cell_choice = torch.stack(
         [torch.randint(4, cells, generator=torch.Generator().manual_seed(s)) for s in seeds]
     )
-    state.removed = []
     return state

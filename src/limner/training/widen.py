@@ -41,8 +41,7 @@ def widening_factor(trained: Mapping[str, Any], target: Mapping[str, Any]) -> in
     old, new = list(trained["block_out_channels"]), list(target["block_out_channels"])
     if old == new:
         return None
-    factors = {b // a for a, b in zip(old, new, strict=False) if a and b % a == 0}
-    k = factors.pop() if len(factors) == 1 and len(old) == len(new) else 0
+    k = new[0] // old[0] if len(old) == len(new) and old[0] else 0
     if k < 2 or any(b != k * a for a, b in zip(old, new, strict=True)):
         raise InvalidRequestError(
             f"block widths {new} are not the trained {old} times one whole number >= 2"
