@@ -178,10 +178,14 @@ def test_generate_with_token_merging_records_and_reproduces_it(tmp_path):
     assert np.array_equal(np.asarray(back.image), np.asarray(plain.image))
 
 
-def test_a_compiled_unet_merges_in_one_graph_for_every_seed(unets):
+@pytest.mark.parametrize("freezing", [False, True])
+def test_a_compiled_unet_merges_in_one_graph_for_every_seed(unets, freezing):
     """No graph break (fullgraph) and no recompile when the next image's seed changes the
-    destinations: the merge has no data-dependent shapes and no Python side effects."""
+    destinations: the merge has no data-dependent shapes and no Python side effects. With
+    inductor's freezing (how limner compiles) a tensor kept on the UNet's modules would be
+    a constant guarded by identity: a recompile per seed, or a stale destination."""
     import torch._dynamo
+    import torch._inductor.config as inductor_config
     from torch._dynamo.utils import counters
 
     unet = unets["sd1"]
@@ -189,17 +193,22 @@ def test_a_compiled_unet_merges_in_one_graph_for_every_seed(unets):
     torch._dynamo.reset()
     counters.clear()
     try:
-        set_token_merging(unet, 0.5, 8, 8, seeds=[1, 2])
-        eager = _call(unet, inputs)
-        compiled = torch.compile(unet, backend="eager", fullgraph=True, dynamic=False)
-        first = _call(compiled, inputs)
-        set_token_merging(unet, 0.5, 8, 8, seeds=[3, 4])
-        _call(compiled, inputs)
-        set_token_merging(unet, 0.5, 8, 8, seeds=[1, 2])
-        again = _call(compiled, inputs)
+        with inductor_config.patch(freezing=freezing):
+            set_token_merging(unet, 0.5, 8, 8, seeds=[3, 4])
+            eager_other = _call(unet, inputs)
+            set_token_merging(unet, 0.5, 8, 8, seeds=[1, 2])
+            eager = _call(unet, inputs)
+            compiled = torch.compile(unet, backend="eager", fullgraph=True, dynamic=False)
+            first = _call(compiled, inputs)
+            set_token_merging(unet, 0.5, 8, 8, seeds=[3, 4])
+            other = _call(compiled, inputs)
+            set_token_merging(unet, 0.5, 8, 8, seeds=[1, 2])
+            again = _call(compiled, inputs)
     finally:
         _restore(unet)
         torch._dynamo.reset()
+    assert not torch.equal(eager_other, eager)
     torch.testing.assert_close(first, eager, rtol=0, atol=0)
+    torch.testing.assert_close(other, eager_other, rtol=0, atol=0)
     torch.testing.assert_close(again, eager, rtol=0, atol=0)
     assert counters["stats"]["unique_graphs"] == 1

@@ -20,7 +20,9 @@ so a compiled UNet is not recompiled at every call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+import weakref
+from dataclasses import dataclass, field
 
 import torch
 from diffusers.models.attention_processor import Attention
@@ -100,6 +102,15 @@ class MergePlan:
         return out
 
 
+# Each state's destinations, (images, height // 2, width // 2), drawn from the seeds.
+# Kept here, outside the UNet: torch.compile takes a tensor it reaches through a module's
+# attributes for a weight, and with inductor's freezing (limner's --compile) a weight is
+# a constant of the graph and guarded by identity, so each new seed would recompile the
+# UNet. A tensor reached through a global is an input of the graph, like the latents.
+_CELL_CHOICES: dict[int, torch.Tensor] = {}
+_STATE_KEYS = itertools.count()
+
+
 @dataclass
 class TokenMergingState:
     """The settings of the current generation, shared by a UNet's merging processors.
@@ -108,17 +119,29 @@ class TokenMergingState:
     ratio: float = 0.0
     height: int = 0  # the latent's size: attention at height x width tokens is merged
     width: int = 0
-    cell_choice: torch.Tensor | None = None  # (images, height // 2, width // 2), per seed
+    key: int = field(default_factory=lambda: next(_STATE_KEYS))
+
+    def __post_init__(self) -> None:
+        weakref.finalize(self, _CELL_CHOICES.pop, self.key, None)
+
+    @property
+    def cell_choice(self) -> torch.Tensor | None:
+        return _CELL_CHOICES.get(self.key)
+
+    @cell_choice.setter
+    def cell_choice(self, choice: torch.Tensor) -> None:
+        _CELL_CHOICES[self.key] = choice
 
     def plan_for(self, x: torch.Tensor, layer: int) -> MergePlan | None:
         if self.ratio <= 0 or x.ndim != 3 or x.shape[1] != self.height * self.width:
             return None
-        images = self.cell_choice.shape[0]
+        cell_choice = _CELL_CHOICES[self.key]
+        images = cell_choice.shape[0]
         if x.shape[0] % images:
             return None  # not this generation's batch
         # Guidance stacks the batch (unconditional rows, then conditional): row j is
         # image j % images. Another destination in each layer.
-        choice = (self.cell_choice.repeat(x.shape[0] // images, 1, 1) + layer) % 4
+        choice = (cell_choice.repeat(x.shape[0] // images, 1, 1) + layer) % 4
         return MergePlan.build(x, self.height, self.width, self.ratio, choice)
 
 
