@@ -124,14 +124,6 @@ class TokenMergingState:
     def __post_init__(self) -> None:
         weakref.finalize(self, _CELL_CHOICES.pop, self.key, None)
 
-    @property
-    def cell_choice(self) -> torch.Tensor | None:
-        return _CELL_CHOICES.get(self.key)
-
-    @cell_choice.setter
-    def cell_choice(self, choice: torch.Tensor) -> None:
-        _CELL_CHOICES[self.key] = choice
-
     def plan_for(self, x: torch.Tensor, layer: int) -> MergePlan | None:
         if self.ratio <= 0 or x.ndim != 3 or x.shape[1] != self.height * self.width:
             return None
@@ -219,7 +211,7 @@ def set_token_merging(
         attention.set_processor(TokenMergingProcessor(processor, state, layer))
     state.ratio, state.height, state.width = ratio, latent_height, latent_width
     cells = (latent_height // 2, latent_width // 2)
-    state.cell_choice = torch.stack(
+    _CELL_CHOICES[state.key] = torch.stack(
         [torch.randint(4, cells, generator=torch.Generator().manual_seed(s)) for s in seeds]
     )
     return state
