@@ -45,6 +45,28 @@ def test_quick_bench_reports_every_contender(capsys):
     assert {"diffusers", "limner", *modes} <= set(rows)
 
 
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_workers_alive_at_once_only_when_rounds_alternate(rounds):
+    """One round: each contender's worker is stopped before the next one builds, so
+    their memory never adds up (five compiled SD 1.5 workers exceed 24 GB). Several
+    rounds: all stay alive, to alternate."""
+    import multiprocessing
+
+    from limner.bench import run_bench
+
+    alive_when_ready = []
+
+    def say(message: str) -> None:
+        if ": ready in" in message:
+            alive_when_ready.append(len(multiprocessing.active_children()))
+
+    cfg = BenchConfig(arch="tiny", steps=1, rounds=rounds, warmup_steps=0)
+    report = run_bench(cfg, say=say)
+    assert set(report["results"]) == {"diffusers", "limner"}
+    assert all(len(r["image_samples"]) == rounds for r in report["results"].values())
+    assert alive_when_ready == ([1, 1] if rounds == 1 else [2, 2])
+
+
 def test_sd15_flops_per_step():
     """SD 1.5 at 512x512: about 0.80 TFLOP per UNet image (convolutions, projections and
     attention), twice that with the guidance batch."""

@@ -2,9 +2,11 @@
 
 Each contender (stock diffusers, limner, and limner with DeepCache when asked) runs in its
 own worker process, so that each one's peak memory is its own and no contender's
-allocator state slows another. The parent sends "generate" to the workers in turn - one
-image each per round, the order alternating between rounds - so a machine whose load
-changes during the run slows every contender alike; the ratios are what to read.
+allocator state slows another. With several rounds all workers stay alive and the parent
+sends "generate" to them in turn - one image each per round, the order alternating
+between rounds - so a machine whose load changes during the run slows every contender
+alike; the ratios are what to read. With one round the contenders run one after the
+other, each worker stopped before the next starts, so their memory never adds up.
 
 Reported per contender: the median time per UNet step (from the per-step callbacks),
 time per image (prompt encoding, all steps and the VAE decode), and peak resident memory
@@ -449,11 +451,12 @@ def run_bench(cfg: BenchConfig, say=lambda message: None) -> dict:
     say(f"matmul: bf16 {rates['bf16'] / 1e12:.2f} TFLOP/s, fp32 {rates['fp32'] / 1e12:.2f} TFLOP/s")
     people = contenders(cfg)
     context = multiprocessing.get_context("spawn")
-    workers = [_Worker(context, cfg, who) for who in people]
     runs: dict[str, list[tuple]] = {who.name: [] for who in people}
     ready: dict[str, tuple[float, str, str]] = {}
     size = (cfg.width, cfg.height)
-    try:
+
+    def start(workers: list[_Worker]) -> None:
+        nonlocal size
         for worker in workers:  # they build at the same time; wait for all
             _, seconds, precision, size, weights = worker.receive()
             ready[worker.contender.name] = (seconds, precision, weights)
@@ -464,17 +467,34 @@ def run_bench(cfg: BenchConfig, say=lambda message: None) -> dict:
             for worker in workers:
                 worker.conn.send(("generate", cfg.warmup_steps))
                 worker.receive()
+
+    def generate(worker: _Worker, index: int) -> None:
+        worker.conn.send(("generate", cfg.steps))
+        _, begin, marks, end, peak = worker.receive()
+        runs[worker.contender.name].append((begin, marks, end, peak))
+        say(f"round {index + 1}: {worker.contender.name} {end - begin:.1f} s")
+
+    if cfg.rounds == 1:
+        # Nothing to alternate: one worker alive at a time, so the contenders' memory
+        # never adds up (five compiled SD workers at once need more than 24 GB).
+        for who in people:
+            worker = _Worker(context, cfg, who)
+            try:
+                start([worker])
+                generate(worker, 0)
+            finally:
+                worker.stop()
+    else:
+        workers = [_Worker(context, cfg, who) for who in people]
+        try:
+            start(workers)
             say("warm-up done")
-        for index in range(cfg.rounds):
-            order = workers if index % 2 == 0 else workers[::-1]
-            for worker in order:
-                worker.conn.send(("generate", cfg.steps))
-                _, begin, marks, end, peak = worker.receive()
-                runs[worker.contender.name].append((begin, marks, end, peak))
-                say(f"round {index + 1}: {worker.contender.name} {end - begin:.1f} s")
-    finally:
-        for worker in workers:
-            worker.stop()
+            for index in range(cfg.rounds):
+                for worker in workers if index % 2 == 0 else workers[::-1]:
+                    generate(worker, index)
+        finally:
+            for worker in workers:
+                worker.stop()
     results = {name: _measurement(runs[name], *ready[name]) for name in runs}
     resolved = resolve_runtime()
     return {
