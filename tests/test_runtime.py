@@ -219,6 +219,24 @@ def test_compiled_unet_gives_the_eager_image(tiny_sd1):
     assert np.array_equal(again, compiled)
 
 
+@pytest.mark.slow  # compiles the tiny UNet
+def test_compiled_unet_with_deepcache_gives_the_eager_images(tiny_sd1):
+    # DeepCache keeps the deep features through a hook the compiled graph runs; a new
+    # wrapper each image must get its own image's features, not the first one's.
+    from limner.runtime.device import DeepCacheOptions
+
+    cache = DeepCacheOptions(interval=2, branch=0)
+    eager_options = RuntimeOptions(precision="fp32", deepcache=cache)
+    options = RuntimeOptions(precision="fp32", deepcache=cache, compile=True)
+    model = api.load(tiny_sd1, runtime=options)
+    for seed in (7, 8):
+        eager = _pixels(tiny_sd1, eager_options, seed=seed, steps=6)
+        compiled = _pixels(tiny_sd1, options, model=model, seed=seed, steps=6)
+        difference = np.abs(compiled - eager)
+        assert difference.mean() < 0.5, (seed, difference.mean())
+        assert np.percentile(difference, 99) < 4.0, seed
+
+
 def test_default_runtime_is_automatic(tiny_sd1):
     model = api.load(tiny_sd1)
     expected = resolve_runtime(RuntimeOptions()).dtype
