@@ -237,6 +237,36 @@ def test_compiled_unet_with_deepcache_gives_the_eager_images(tiny_sd1):
         assert np.percentile(difference, 99) < 4.0, seed
 
 
+@pytest.mark.slow  # compiles the built-in UNet: about two minutes on two cores
+def test_compiled_unet_with_token_merging_gives_the_eager_images():
+    # Real inductor, frozen weights, fp32, on the built-in model (the tiny test models have
+    # no attention at full resolution, so nothing to merge). The destinations come from
+    # each image's seed through a table outside the UNet, so a second seed's image is
+    # its own too.
+    def pixels(options, model=None, seed=7):
+        request = api.GenerationRequest(
+            prompt="a red apple", steps=3, seed=seed, guidance_scale=5
+        )
+        image = api.generate(request, model=model, runtime=options)[0].image
+        return np.asarray(image).astype(np.float32)
+
+    eager_options = RuntimeOptions(precision="fp32", token_merging=0.5)
+    options = RuntimeOptions(precision="fp32", token_merging=0.5, compile=True)
+    model = api.load(None, runtime=options)
+    images = []
+    for seed in (7, 8):
+        eager = pixels(eager_options, seed=seed)
+        compiled = pixels(options, model=model, seed=seed)
+        difference = np.abs(compiled - eager)
+        assert difference.mean() < 0.5, (seed, difference.mean())
+        assert np.percentile(difference, 99) < 4.0, seed
+        images.append(compiled)
+    assert not np.array_equal(*images)
+    # and the merge is there to compare: without it the image is another
+    plain = pixels(RuntimeOptions(precision="fp32"), seed=8)
+    assert np.abs(plain - eager).mean() > 1.0
+
+
 def test_default_runtime_is_automatic(tiny_sd1):
     model = api.load(tiny_sd1)
     expected = resolve_runtime(RuntimeOptions()).dtype
