@@ -221,8 +221,9 @@ def test_compiled_unet_gives_the_eager_image(tiny_sd1):
 
 @pytest.mark.slow  # compiles the tiny UNet
 def test_compiled_unet_with_deepcache_gives_the_eager_images(tiny_sd1):
-    # DeepCache keeps the deep features through a hook the compiled graph runs; a new
-    # wrapper each image must get its own image's features, not the first one's.
+    # DeepCache keeps the deep features through a hook; after the UNet class was compiled
+    # without it in this process (the test above, or a server's earlier request) a
+    # compiled full step would skip the hook, and every step would be a full one.
     from limner.runtime.device import DeepCacheOptions
 
     cache = DeepCacheOptions(interval=2, branch=0)

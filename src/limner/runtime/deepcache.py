@@ -86,8 +86,12 @@ class DeepCacheUNet:
 
         resnet = self.unet.up_blocks[-1].resnets[self._up_layer]
         handle = resnet.register_forward_pre_hook(keep_input)
+        # A torch.compile'd UNet runs its full steps eagerly here: dynamo does not guard
+        # on module hooks, so a graph traced earlier in the process without this hook
+        # (a generation without DeepCache) would be reused and the hook never run.
+        unet = getattr(self.unet, "_orig_mod", self.unet)
         try:
-            return self.unet(
+            return unet(
                 sample,
                 timestep,
                 encoder_hidden_states=context,
