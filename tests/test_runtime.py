@@ -245,11 +245,7 @@ def test_compiled_unet_with_token_merging_gives_the_eager_images():
     # each image's seed through a table outside the UNet, so a second seed's image is
     # its own too.
     def pixels(options, model=None, seed=7):
-        request = api.GenerationRequest(
-            prompt="a red apple", steps=3, seed=seed, guidance_scale=5
-        )
-        image = api.generate(request, model=model, runtime=options)[0].image
-        return np.asarray(image).astype(np.float32)
+        return _pixels(None, options, model=model, seed=seed, steps=3, guidance_scale=5)
 
     eager_options = RuntimeOptions(precision="fp32", token_merging=0.5)
     options = RuntimeOptions(precision="fp32", token_merging=0.5, compile=True)
