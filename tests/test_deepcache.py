@@ -103,15 +103,22 @@ def test_full_calls_follow_the_interval(unets, interval):
 
 
 def test_unet_untouched_after_deepcache(unets):
+    # Weights and outputs unchanged; the capture's hooks are installed once per UNet
+    # (never removed: see `limner.runtime.deepcache._KEPT`), not once per generation.
     unet = unets["sd1"]
     before = {k: v.clone() for k, v in unet.state_dict().items()}
-    hooks_before = sum(len(m._forward_pre_hooks) for m in unet.modules())
     x, context, added = _inputs(unet)
     with torch.no_grad():
-        cached = DeepCacheUNet(unet, DeepCacheOptions(interval=2))
-        for i in range(3):
-            _call(cached, x, torch.tensor(300 + i), context, added)
-    assert sum(len(m._forward_pre_hooks) for m in unet.modules()) == hooks_before
+        plain = _call(unet, x, torch.tensor(300), context, added)
+        hooks = []
+        for _ in range(2):
+            cached = DeepCacheUNet(unet, DeepCacheOptions(interval=2))
+            for i in range(3):
+                _call(cached, x, torch.tensor(300 + i), context, added)
+            hooks.append(sum(len(m._forward_pre_hooks) for m in unet.modules()))
+        again = _call(unet, x, torch.tensor(300), context, added)
+    assert hooks[0] == hooks[1] == len(unet.up_blocks[-1].resnets)
+    torch.testing.assert_close(again, plain, rtol=0, atol=0)
     for key, value in unet.state_dict().items():
         assert torch.equal(value, before[key])
 
@@ -146,3 +153,69 @@ def test_generate_with_deepcache(tiny_sd1):
     b = np.asarray(fast.image).astype(np.float32)
     assert not np.array_equal(a, b)
     assert np.abs(a - b).mean() < 0.25 * a.std()
+
+
+def _steps(unet, x, context, added, calls=4):
+    return [_call(unet, x, torch.tensor(500 - 10 * i), context, added) for i in range(calls)]
+
+
+def test_compiled_unet_keeps_the_capture_installed_before_it():
+    # limner's `compile_unet` installs the capture, then compiles: dynamo traces the hooks
+    # into the graph (as a write to a global table), so the full steps run compiled and the
+    # shallow ones reuse their features. (backend "eager": dynamo's tracing without
+    # inductor, which is where hooks are kept or skipped.)
+    from limner.runtime.deepcache import install_capture
+
+    torch._dynamo.reset()
+    unet = build_tiny_components(ArchInfo("sd1"), seed=2)["unet"]
+    x, context, added = _inputs(unet)
+    with torch.no_grad():
+        eager = _steps(DeepCacheUNet(unet, DeepCacheOptions(interval=2)), x, context, added)
+        install_capture(unet)
+        compiled = torch.compile(unet, backend="eager", dynamic=False)
+        _call(compiled, x, torch.tensor(999), context, added)  # a generation without it
+        cached = DeepCacheUNet(compiled, DeepCacheOptions(interval=2))
+        steps = _steps(cached, x, context, added)
+    assert cached._full_unet is compiled and cached.full_calls == 2
+    for a, b in zip(steps, eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+class _GraphTracedWithoutHooks(torch.nn.Module):
+    """Stands for a compiled UNet whose graph was traced before the capture's hooks were
+    installed (dynamo keeps a module's hooks only if they are there when it traces)."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self._orig_mod = unet
+
+    def __getattr__(self, name):  # like torch.compile's module: the UNet's attributes
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._orig_mod, name)
+
+    def forward(self, *args, **kwargs):
+        resnets = self._orig_mod.up_blocks[-1].resnets
+        hooks = [dict(r._forward_pre_hooks) for r in resnets]
+        for r in resnets:
+            r._forward_pre_hooks.clear()
+        try:
+            return self._orig_mod(*args, **kwargs)
+        finally:
+            for r, kept in zip(resnets, hooks, strict=True):
+                r._forward_pre_hooks.update(kept)
+
+
+def test_unet_compiled_without_the_capture_runs_full_steps_eagerly():
+    # A full step that kept nothing is run again eagerly, and so are the later ones: the
+    # same outputs as without compiling.
+    unet = build_tiny_components(ArchInfo("sd1"), seed=3)["unet"]
+    x, context, added = _inputs(unet)
+    with torch.no_grad():
+        cached = DeepCacheUNet(_GraphTracedWithoutHooks(unet), DeepCacheOptions(interval=2))
+        steps = _steps(cached, x, context, added)
+        eager = _steps(DeepCacheUNet(unet, DeepCacheOptions(interval=2)), x, context, added)
+    assert cached._full_unet is unet
+    for a, b in zip(steps, eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

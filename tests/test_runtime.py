@@ -219,23 +219,48 @@ def test_compiled_unet_gives_the_eager_image(tiny_sd1):
     assert np.array_equal(again, compiled)
 
 
+def _eager(model):
+    """`model` with its compiled UNet's own module: the same weights, run eagerly."""
+    import dataclasses
+
+    return dataclasses.replace(model, unet=model.unet._orig_mod)
+
+
 @pytest.mark.slow  # compiles the tiny UNet
 def test_compiled_unet_with_deepcache_gives_the_eager_images(tiny_sd1):
-    # DeepCache keeps the deep features through a hook; after the UNet class was compiled
-    # without it in this process (the test above, or a server's earlier request) a
-    # compiled full step would skip the hook, and every step would be a full one.
+    # DeepCache keeps the deep features through hooks installed before compiling, so the
+    # graph writes them too: in this process the UNet class was compiled without DeepCache
+    # before (the test above, as a server's earlier request), and the model is used
+    # without it first.
     from limner.runtime.device import DeepCacheOptions
 
     cache = DeepCacheOptions(interval=2, branch=0)
     eager_options = RuntimeOptions(precision="fp32", deepcache=cache)
     options = RuntimeOptions(precision="fp32", deepcache=cache, compile=True)
     model = api.load(tiny_sd1, runtime=options)
+    _pixels(tiny_sd1, RuntimeOptions(precision="fp32", compile=True), model=model, steps=2)
+    images = []
     for seed in (7, 8):
         eager = _pixels(tiny_sd1, eager_options, seed=seed, steps=6)
         compiled = _pixels(tiny_sd1, options, model=model, seed=seed, steps=6)
         difference = np.abs(compiled - eager)
         assert difference.mean() < 0.5, (seed, difference.mean())
         assert np.percentile(difference, 99) < 4.0, seed
+        images.append(compiled)
+    # and the full steps ran compiled: the frozen graph does not see a change to a weight
+    # of the deep part (which only full steps run); the module's eager forward would
+    weight = model.unet.mid_block.resnets[0].conv1.weight
+    kept = weight.detach().clone()
+    with torch.no_grad():
+        weight.zero_()
+    try:
+        again = _pixels(tiny_sd1, options, model=model, seed=8, steps=6)
+        eager_zeroed = _pixels(tiny_sd1, eager_options, model=_eager(model), seed=8, steps=6)
+    finally:
+        with torch.no_grad():
+            weight.copy_(kept)
+    assert np.array_equal(again, images[1])
+    assert np.abs(eager_zeroed - images[1]).mean() > 1.0
 
 
 @pytest.mark.slow  # compiles the built-in UNet: about two minutes on two cores

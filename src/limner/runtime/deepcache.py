@@ -9,19 +9,62 @@ skip branch - conv_in, the first `branch` layers of the first down block, and th
 With `branch=0` a cached call costs conv_in, one resnet, one transformer at full
 resolution and conv_out: under a tenth of a full SD 1.5 step.
 
-`DeepCacheUNet` wraps a diffusers `UNet2DConditionModel` without changing it: the full
-calls are the UNet's own forward, watched by a pre-hook that is removed after each call,
-and the cached calls run the UNet's own submodules. A new wrapper per generation starts
-with a full call.
+`DeepCacheUNet` wraps a diffusers `UNet2DConditionModel` without changing its weights or
+its outputs: the full calls are the UNet's own forward, whose last up block keeps its
+layers' inputs through pre-hooks installed once (`install_capture`), and the cached calls
+run the UNet's own submodules. A new wrapper per generation starts with a full call.
 """
 
 from __future__ import annotations
+
+import itertools
+import weakref
 
 import torch
 from diffusers import UNet2DConditionModel
 
 from limner.errors import InvalidRequestError
 from limner.runtime.device import DeepCacheOptions
+
+# The inputs of the last up block's layers from each UNet's latest call, by (UNet key,
+# layer). Written by pre-hooks installed once per UNet and never removed: dynamo does not
+# guard on module hooks, so a graph compiled without them (a generation without DeepCache,
+# earlier in the process) would be reused and skip them, and one compiled with hooks that
+# are later removed would still run them. Kept in a global rather than on the module, like
+# token merging's destinations: in a compiled graph the write is one more output.
+_KEPT: dict[tuple[int, int], torch.Tensor] = {}
+_UNET_KEYS = itertools.count()
+_KEY_ATTRIBUTE = "_limner_deepcache_key"
+
+
+def install_capture(unet: torch.nn.Module) -> None:
+    """Have each layer of `unet`'s last up block keep its input in `_KEPT` (once per UNet;
+    before `torch.compile`, so that every graph traced includes the writes). About 40 MB
+    stays held for SD 1.5 at 512x512 between calls."""
+    unet = getattr(unet, "_orig_mod", unet)
+    if has_capture(unet):
+        return
+    key = next(_UNET_KEYS)
+    for layer, resnet in enumerate(unet.up_blocks[-1].resnets):
+        resnet.register_forward_pre_hook(_keeper(key, layer))
+    setattr(unet, _KEY_ATTRIBUTE, key)
+    weakref.finalize(unet, _forget, key)
+
+
+def has_capture(unet: torch.nn.Module) -> bool:
+    return hasattr(unet, _KEY_ATTRIBUTE)
+
+
+def _keeper(key: int, layer: int):
+    def keep_input(module, args):
+        _KEPT[key, layer] = args[0]  # the hidden state concatenated with its skip
+
+    return keep_input
+
+
+def _forget(key: int) -> None:
+    for kept in [k for k in _KEPT if k[0] == key]:
+        del _KEPT[kept]
 
 
 class DeepCacheUNet:
@@ -36,7 +79,11 @@ class DeepCacheUNet:
                 f"({layers} layers): use 0..{layers}"
             )
         check_supported(unet)
+        base = getattr(unet, "_orig_mod", unet)
+        install_capture(base)  # limner's `compile_unet` installs it before compiling
+        self._key = getattr(base, _KEY_ATTRIBUTE)
         self.unet = unet
+        self._full_unet = unet
         self.options = options
         self.calls = 0
         self.full_calls = 0
@@ -81,16 +128,8 @@ class DeepCacheUNet:
         )
 
     def _full(self, sample, timestep, context, timestep_cond, added_cond_kwargs) -> torch.Tensor:
-        def keep_input(module, args):
-            self._cached = args[0]  # the hidden state concatenated with its skip
-
-        resnet = self.unet.up_blocks[-1].resnets[self._up_layer]
-        handle = resnet.register_forward_pre_hook(keep_input)
-        # A torch.compile'd UNet runs its full steps eagerly here: dynamo does not guard
-        # on module hooks, so a graph traced earlier in the process without this hook
-        # (a generation without DeepCache) would be reused and the hook never run.
-        unet = getattr(self.unet, "_orig_mod", self.unet)
-        try:
+        def run(unet):
+            _forget(self._key)  # so that what is kept after the call is from this call
             return unet(
                 sample,
                 timestep,
@@ -99,8 +138,17 @@ class DeepCacheUNet:
                 added_cond_kwargs=added_cond_kwargs,
                 return_dict=False,
             )[0]
-        finally:
-            handle.remove()
+
+        out = run(self._full_unet)
+        if (self._key, self._up_layer) not in _KEPT:
+            # A compiled graph traced without the capture (torch.compile applied outside
+            # limner and called first) served this call: run this and later full steps
+            # eagerly.
+            self._full_unet = getattr(self.unet, "_orig_mod", self.unet)
+            out = run(self._full_unet)
+        self._cached = _KEPT[self._key, self._up_layer]
+        _forget(self._key)  # the other layers' inputs are not needed: free them now
+        return out
 
     def _shallow(self, sample, timestep, context, timestep_cond, added_cond_kwargs) -> torch.Tensor:
         """The skip branch only, on top of the kept deep state (the steps of the UNet's own

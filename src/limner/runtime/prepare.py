@@ -22,6 +22,7 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from limner.models.latent import LatentDiffusionModel
+from limner.runtime.deepcache import install_capture
 from limner.runtime.device import Runtime, apply_threads
 from limner.runtime.memory import return_large_blocks_to_the_system
 
@@ -86,7 +87,8 @@ def compile_unet(unet: torch.nn.Module) -> torch.nn.Module:
     - freezing: under no_grad (how limner samples) the weights become constants of the
       graph, so oneDNN gets them prepacked once and the convolutions and linear layers
       carry their bias and activation fused; the module's own parameters stay, for
-      DeepCache's shallow steps, which run the UNet's submodules eagerly. Weights
+      DeepCache's shallow steps, which run the UNet's submodules eagerly. DeepCache's
+      full steps run compiled: its capture of the deep features is installed first. Weights
       changed after the first call (a LoRA fused in, say) are not seen by the compiled
       graph: load and compile the model again instead.
     - max_autotune: each matrix product is timed against inductor's own AMX/AVX-512
@@ -97,6 +99,9 @@ def compile_unet(unet: torch.nn.Module) -> torch.nn.Module:
     if getattr(unet, "_orig_mod", None) is not None:  # already compiled
         return unet
     import torch._inductor.config as inductor_config
+
+    if hasattr(unet, "up_blocks"):
+        install_capture(unet)  # before the first trace, so that every graph keeps it
 
     # Read when a graph is compiled (at its first call), outside torch.compile's
     # `options`, which do not reach it: set for the process.
