@@ -49,7 +49,16 @@ def _inputs(unet, batch=2, seed=0):
 
 
 def _call(unet, x, t, context, added):
-    return unet(x, t, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False)[0]
+    # the arguments of limner's guidance (`limner.diffusion.guidance`), and so of a
+    # DeepCache full step: a compiled UNet called otherwise would be traced again
+    return unet(
+        x,
+        t,
+        encoder_hidden_states=context,
+        timestep_cond=None,
+        added_cond_kwargs=added,
+        return_dict=False,
+    )[0]
 
 
 @pytest.mark.parametrize("branch", [0, 1])
@@ -104,7 +113,7 @@ def test_full_calls_follow_the_interval(unets, interval):
 
 def test_unet_untouched_after_deepcache(unets):
     # Weights and outputs unchanged; the capture's hooks are installed once per UNet
-    # (never removed: see `limner.runtime.deepcache._KEPT`), not once per generation.
+    # (never removed: see `limner.runtime.deepcache.install_capture`), not once per generation.
     unet = unets["sd1"]
     before = {k: v.clone() for k, v in unet.state_dict().items()}
     x, context, added = _inputs(unet)
@@ -161,7 +170,7 @@ def _steps(unet, x, context, added, calls=4):
 
 def test_compiled_unet_keeps_the_capture_installed_before_it():
     # limner's `compile_unet` installs the capture, then compiles: dynamo traces the hooks
-    # into the graph (as a write to a global table), so the full steps run compiled and the
+    # into the graph (as a write to an attribute), so the full steps run compiled and the
     # shallow ones reuse their features. (backend "eager": dynamo's tracing without
     # inductor, which is where hooks are kept or skipped.)
     from limner.runtime.deepcache import install_capture
@@ -173,9 +182,13 @@ def test_compiled_unet_keeps_the_capture_installed_before_it():
         eager = _steps(DeepCacheUNet(unet, DeepCacheOptions(interval=2)), x, context, added)
         install_capture(unet)
         compiled = torch.compile(unet, backend="eager", dynamic=False)
-        _call(compiled, x, torch.tensor(999), context, added)  # a generation without it
-        cached = DeepCacheUNet(compiled, DeepCacheOptions(interval=2))
-        steps = _steps(cached, x, context, added)
+        # and traced once: what the hooks keep between calls is not guarded on (a
+        # recompile of SD 1.5 takes minutes, and its frozen graph holds the weights again)
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            _call(compiled, x, torch.tensor(999), context, added)  # a generation without it
+            cached = DeepCacheUNet(compiled, DeepCacheOptions(interval=2))
+            steps = _steps(cached, x, context, added)
+            _call(compiled, x, torch.tensor(999), context, added)
     assert cached._full_unet is compiled and cached.full_calls == 2
     for a, b in zip(steps, eager, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

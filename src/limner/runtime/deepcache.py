@@ -17,54 +17,55 @@ run the UNet's own submodules. A new wrapper per generation starts with a full c
 
 from __future__ import annotations
 
-import itertools
-import weakref
-
 import torch
 from diffusers import UNet2DConditionModel
 
 from limner.errors import InvalidRequestError
 from limner.runtime.device import DeepCacheOptions
 
-# The inputs of the last up block's layers from each UNet's latest call, by (UNet key,
-# layer). Written by pre-hooks installed once per UNet and never removed: dynamo does not
-# guard on module hooks, so a graph compiled without them (a generation without DeepCache,
-# earlier in the process) would be reused and skip them, and one compiled with hooks that
-# are later removed would still run them. Kept in a global rather than on the module, like
-# token merging's destinations: in a compiled graph the write is one more output.
-_KEPT: dict[tuple[int, int], torch.Tensor] = {}
-_UNET_KEYS = itertools.count()
-_KEY_ATTRIBUTE = "_limner_deepcache_key"
+
+class _Kept:
+    """The input of one layer of a UNet's last up block at the UNet's latest call."""
+
+    input: torch.Tensor | None = None
+
+
+# Installed once per UNet and never removed: dynamo does not guard on module hooks, so a
+# graph compiled without them (a generation without DeepCache, earlier in the process)
+# would be reused and skip them, and one compiled with hooks later removed would still run
+# them. They write to an attribute of a plain object, which in a compiled graph is one
+# more output; a dict would not do: dynamo guards on a dict it writes to, and compiles the
+# UNet again whenever its keys differ from the last trace's.
+_KEPT_ATTRIBUTE = "_limner_deepcache_kept"
 
 
 def install_capture(unet: torch.nn.Module) -> None:
-    """Have each layer of `unet`'s last up block keep its input in `_KEPT` (once per UNet;
-    before `torch.compile`, so that every graph traced includes the writes). About 40 MB
-    stays held for SD 1.5 at 512x512 between calls."""
+    """Have each layer of `unet`'s last up block keep its input (once per UNet; before
+    `torch.compile`, so that every graph traced keeps it). Between calls that holds about
+    40 MB for SD 1.5 at 512x512."""
     unet = getattr(unet, "_orig_mod", unet)
     if has_capture(unet):
         return
-    key = next(_UNET_KEYS)
-    for layer, resnet in enumerate(unet.up_blocks[-1].resnets):
-        resnet.register_forward_pre_hook(_keeper(key, layer))
-    setattr(unet, _KEY_ATTRIBUTE, key)
-    weakref.finalize(unet, _forget, key)
+    kept = [_Kept() for _ in unet.up_blocks[-1].resnets]
+    for resnet, box in zip(unet.up_blocks[-1].resnets, kept, strict=True):
+        resnet.register_forward_pre_hook(_keeper(box))
+    setattr(unet, _KEPT_ATTRIBUTE, kept)
 
 
 def has_capture(unet: torch.nn.Module) -> bool:
-    return hasattr(unet, _KEY_ATTRIBUTE)
+    return hasattr(unet, _KEPT_ATTRIBUTE)
 
 
-def _keeper(key: int, layer: int):
+def _keeper(box: _Kept):
     def keep_input(module, args):
-        _KEPT[key, layer] = args[0]  # the hidden state concatenated with its skip
+        box.input = args[0]  # the hidden state concatenated with its skip
 
     return keep_input
 
 
-def _forget(key: int) -> None:
-    for kept in [k for k in _KEPT if k[0] == key]:
-        del _KEPT[kept]
+def _forget(kept: list[_Kept]) -> None:
+    for box in kept:
+        box.input = None
 
 
 class DeepCacheUNet:
@@ -81,7 +82,7 @@ class DeepCacheUNet:
         check_supported(unet)
         base = getattr(unet, "_orig_mod", unet)
         install_capture(base)  # limner's `compile_unet` installs it before compiling
-        self._key = getattr(base, _KEY_ATTRIBUTE)
+        self._kept: list[_Kept] = getattr(base, _KEPT_ATTRIBUTE)
         self.unet = unet
         self._full_unet = unet
         self.options = options
@@ -129,7 +130,7 @@ class DeepCacheUNet:
 
     def _full(self, sample, timestep, context, timestep_cond, added_cond_kwargs) -> torch.Tensor:
         def run(unet):
-            _forget(self._key)  # so that what is kept after the call is from this call
+            _forget(self._kept)  # so that what is kept after the call is from this call
             return unet(
                 sample,
                 timestep,
@@ -140,14 +141,14 @@ class DeepCacheUNet:
             )[0]
 
         out = run(self._full_unet)
-        if (self._key, self._up_layer) not in _KEPT:
+        if self._kept[self._up_layer].input is None:
             # A compiled graph traced without the capture (torch.compile applied outside
             # limner and called first) served this call: run this and later full steps
             # eagerly.
             self._full_unet = getattr(self.unet, "_orig_mod", self.unet)
             out = run(self._full_unet)
-        self._cached = _KEPT[self._key, self._up_layer]
-        _forget(self._key)  # the other layers' inputs are not needed: free them now
+        self._cached = self._kept[self._up_layer].input
+        _forget(self._kept)  # the other layers' inputs are not needed: free them now
         return out
 
     def _shallow(self, sample, timestep, context, timestep_cond, added_cond_kwargs) -> torch.Tensor:
