@@ -30,7 +30,7 @@ from limner.evaluation.metrics import (
     score_image,
     summarise,
 )
-from limner.evaluation.run import EvalConfig, evaluate, format_report
+from limner.evaluation.run import EvalConfig, _kind_rates, evaluate, format_report
 from limner.training.evaluator import EvaluatorTrainConfig
 from limner.training.evaluator_loop import cell_targets, train_evaluator
 
@@ -104,7 +104,7 @@ def test_a_pair_is_placed_only_when_both_are_found_on_their_sides():
     # the same two, swapped sides
     det = _detections([[0.9, 0.8, 0.1]], [[(100, 60), (20, 60), (60, 60)]])
     got = score_image(det, 0, scene, "pair")
-    assert got.found_all and not got.placed
+    assert got.found_all and not got.placed and got.items_found == 2
 
 
 def test_an_emoji_below_the_found_rank_is_not_found():
@@ -116,6 +116,7 @@ def test_an_emoji_below_the_found_rank_is_not_found():
     centres = [[(20, 60)] * 9 + [(100, 60)]]
     got = score_image(_detections(scores, centres), 0, scene, "pair")
     assert FOUND_RANK < 9 and not got.found_all and not got.placed
+    assert got.items_found == 1  # concept 0 is found, concept 9 is not
     single = score_image(_detections(scores, centres), 0, Scene(SOLID, (Placed(1, 40, 0, 0),)), "x")
     assert (single.top1, single.top5) == (False, True)
 
@@ -131,6 +132,25 @@ def test_an_emoji_below_the_found_rank_is_not_found():
 )
 def test_relations(relation, a, b, holds):
     assert relation_holds(relation, a, b) is holds
+
+
+def test_scene_rates_split_recognition_from_placement():
+    scene = Scene(SOLID, (Placed(0, 40, 0, 40), Placed(1, 40, 80, 40)), "left of")
+    # image 0: both found, as asked; image 1: both found, swapped; image 2: only concept 0
+    det = _detections(
+        [[0.9, 0.8] + [0.1] * 8, [0.9, 0.8] + [0.1] * 8, [0.9, 0.0] + [0.5] * 8],
+        [
+            [(20, 60), (100, 60)] + [(60, 60)] * 8,
+            [(100, 60), (20, 60)] + [(60, 60)] * 8,
+            [(20, 60)] * 10,
+        ],
+    )
+    scores = [score_image(det, b, scene, "pair") for b in range(3)]
+    rates = _kind_rates(scores)["pair"]
+    assert rates["count"] == 3
+    assert rates["placed"] == pytest.approx(1 / 3)
+    assert rates["found"] == pytest.approx(2 / 3)
+    assert rates["items_found"] == pytest.approx((1 + 1 + 0.5) / 3)
 
 
 def test_summary_separates_synonyms_and_their_controls():

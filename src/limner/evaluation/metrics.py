@@ -31,6 +31,7 @@ class ImageScore:
     top5: bool  # ... among its top five
     found_all: bool  # every named emoji is among the top FOUND_RANK
     placed: bool  # found_all, and every relation holds between their centres
+    items_found: int = 0  # how many of the named emoji are among the top FOUND_RANK
 
 
 def relation_holds(relation: str, a: Sequence[float], b: Sequence[float]) -> bool:
@@ -50,7 +51,8 @@ def score_image(det: Detections, b: int, scene: Scene, kind: str) -> ImageScore:
     """Judge image b of `det` against `scene` (the spec the prompt was made from)."""
     ids = [p.concept for p in scene.items]
     rank = det.rank_of(b, ids[0])
-    found = all(det.rank_of(b, c) < FOUND_RANK for c in ids)
+    items_found = sum(det.rank_of(b, c) < FOUND_RANK for c in ids)
+    found = items_found == len(ids)
     placed = found
     if found and scene.relation is not None:
         centres = det.centers[b]
@@ -58,7 +60,7 @@ def score_image(det: Detections, b: int, scene: Scene, kind: str) -> ImageScore:
             relation_holds(scene.relation, centres[a].tolist(), centres[c].tolist())
             for a, c in zip(ids[:-1], ids[1:], strict=True)
         )
-    return ImageScore(kind, len(ids), rank == 0, rank < 5, found, placed)
+    return ImageScore(kind, len(ids), rank == 0, rank < 5, found, placed, items_found)
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

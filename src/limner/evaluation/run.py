@@ -130,7 +130,12 @@ def _kind_rates(scores: list[ImageScore]) -> dict[str, dict[str, float]]:
             out[kind]["top1"] = sum(s.top1 for s in group) / len(group)
             out[kind]["top5"] = sum(s.top5 for s in group) / len(group)
         else:
+            # placed = found on the named sides; found = every named emoji recognised,
+            # wherever it is; items_found = the share of named emoji recognised. Together
+            # they say whether a scene fails on recognition or on placement.
             out[kind]["placed"] = sum(s.placed for s in group) / len(group)
+            out[kind]["found"] = sum(s.found_all for s in group) / len(group)
+            out[kind]["items_found"] = sum(s.items_found / s.n_items for s in group) / len(group)
     return out
 
 
