@@ -107,7 +107,14 @@ def add_generator_arguments(parser: argparse.ArgumentParser, defaults: Any, part
     p.add_argument(
         "--lr-floor", type=float, default=d.lr_floor, help="cosine end, as a fraction of --lr"
     )
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="step k's batch, noise and timesteps depend only on (seed, k): a run continued "
+        "from --init with the seed of the run that made those weights sees the same batches "
+        "again, so give each continued stage its own seed (default 0)",
+    )
     p.add_argument("--limit", type=int, default=0, help="use only the first N scenes (0: all)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument(
