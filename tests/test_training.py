@@ -503,6 +503,40 @@ def test_foreground_weighted_training_runs_and_weights_only_when_asked(
         unet_loop.train(bad)
 
 
+def test_context_noise_spares_the_dropped_captions_and_is_seeded():
+    from limner.training.unet_loop import noisy_context
+
+    context = torch.randn(4, 77, 384)
+    captioned = torch.tensor([True, False, True, False])
+    noised = noisy_context(context, 0.2, captioned, torch.Generator().manual_seed(3))
+    again = noisy_context(context, 0.2, captioned, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(noised, again)
+    torch.testing.assert_close(noised[~captioned], context[~captioned])  # exact empty prompt
+    added = noised[captioned] - context[captioned]
+    assert added.std().item() == pytest.approx(0.2, rel=0.05)
+    assert noisy_context(context, 0.0, captioned, torch.Generator()) is context
+
+
+def test_context_noise_changes_training_only_when_asked(dataset, arch_files, exported, tmp_path):
+    from dataclasses import replace
+
+    from limner.training import unet_loop
+
+    vae = exported / "vae"
+    plain = replace(
+        _unet_config(dataset, arch_files, vae, tmp_path / "plain", steps=1), caption_dropout=0.0
+    )
+    noised = replace(plain, run_dir=str(tmp_path / "noised"), context_noise=0.3)
+    unet_loop.train(plain)
+    unet_loop.train(noised)
+    a, b = read_log(tmp_path / "plain"), read_log(tmp_path / "noised")
+    assert a[0]["loss"] != pytest.approx(b[0]["loss"], rel=1e-6)
+    with pytest.raises(InvalidRequestError, match="context-noise"):
+        unet_loop.train(replace(plain, run_dir=str(tmp_path / "bad"), context_noise=-0.1))
+    with pytest.raises(InvalidRequestError, match="context_noise"):  # a resume key
+        unet_loop.train(replace(noised, context_noise=0.1), resume=True)
+
+
 def test_text_conditioning_matches_the_engine():
     """The trainer encodes captions as the engine encodes a prompt at sampling time."""
     from limner.models.latent import Family
