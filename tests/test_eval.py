@@ -406,3 +406,48 @@ def test_a_dataset_of_fewer_concepts_is_judged_on_its_own_concepts(tmp_path):
     assert sum(s.top1 for s in scores) >= 0.8 * len(singles)
     with pytest.raises(KeyError):
         full.restricted_to(["not an emoji"])
+
+
+# -- the text encoder's own view of held-out synonyms ------------------------------------
+
+
+def _dataset_of(dataset: Path, out: Path, concepts: list[dict]) -> Path:
+    """`dataset` with only these concepts in concepts.json (the probe reads no image)."""
+    out.mkdir()
+    for name in ("heldout.jsonl", "sprites.npz"):
+        (out / name).symlink_to(Path(dataset) / name)
+    meta = json.loads((Path(dataset) / "concepts.json").read_text())
+    (out / "concepts.json").write_text(json.dumps({**meta, "concepts": concepts}))
+    return out
+
+
+def test_text_probe_retrieves_synonyms_and_names_by_their_own_captions(dataset, tmp_path, capsys):
+    """Held-out synonyms retrieve their concepts far above chance but not always; a
+    concept's own name as its "synonym" retrieves it always, at zero difference."""
+    from limner.evaluation import text_probe
+
+    every = json.loads((Path(dataset) / "concepts.json").read_text())["concepts"]
+    with_synonyms = [c for c in every if c["heldout_synonyms"]][:30]
+    others = [c for c in every if not c["heldout_synonyms"]][:30]
+    small = _dataset_of(dataset, tmp_path / "small", with_synonyms + others)
+    real = text_probe.probe_synonyms(small)
+    assert real.concepts == 60 and real.synonyms >= 30
+    assert real.context_top5 > 0.3  # chance: 5 of 60
+    assert 0 <= real.context_top1 <= real.context_top5 <= 1
+    assert 0 < real.synonym_diff_rms < real.context_rms
+
+    own_names = [{**c, "heldout_synonyms": [c["name"]]} for c in with_synonyms + others]
+    same = text_probe.probe_synonyms(_dataset_of(dataset, tmp_path / "own", own_names))
+    assert same.synonyms == 60
+    assert same.sentence_top1 == same.context_top1 == 1.0
+    assert same.synonym_diff_rms == pytest.approx(0.0, abs=1e-6)
+    assert same.other_diff_rms > 0
+
+    assert text_probe.main(["--data", str(small)]) == 0
+    assert json.loads(capsys.readouterr().out)["synonyms"] == real.synonyms
+    assert text_probe.main(["--data", str(tmp_path / "missing")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert text_probe.main(["--data", str(small), "--template", "no slot"]) == 2
+    none = _dataset_of(dataset, tmp_path / "none", others)
+    with pytest.raises(InvalidRequestError, match="no held-out synonyms"):
+        text_probe.probe_synonyms(none)
