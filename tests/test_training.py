@@ -517,11 +517,22 @@ def test_context_noise_spares_the_dropped_captions_and_is_seeded():
     assert noisy_context(context, 0.0, captioned, torch.Generator()) is context
 
 
-def test_context_noise_changes_training_only_when_asked(dataset, arch_files, exported, tmp_path):
+def test_context_noise_changes_training_only_when_asked(
+    dataset, arch_files, exported, tmp_path, monkeypatch
+):
     from dataclasses import replace
 
     from limner.training import unet_loop
 
+    added: list[float] = []  # RMS of what each step added to the clean text embeddings
+    original = unet_loop.noisy_context
+
+    def recording(context, std, captioned, generator):
+        noised = original(context, std, captioned, generator)
+        added.append((noised - context).pow(2).mean().sqrt().item())
+        return noised
+
+    monkeypatch.setattr(unet_loop, "noisy_context", recording)
     vae = exported / "vae"
     plain = replace(
         _unet_config(dataset, arch_files, vae, tmp_path / "plain", steps=1), caption_dropout=0.0
@@ -529,6 +540,7 @@ def test_context_noise_changes_training_only_when_asked(dataset, arch_files, exp
     noised = replace(plain, run_dir=str(tmp_path / "noised"), context_noise=0.3)
     unet_loop.train(plain)
     unet_loop.train(noised)
+    assert added[0] == 0.0 and added[1] == pytest.approx(0.3, rel=0.1)
     a, b = read_log(tmp_path / "plain"), read_log(tmp_path / "noised")
     assert a[0]["loss"] != pytest.approx(b[0]["loss"], rel=1e-6)
     with pytest.raises(InvalidRequestError, match="context-noise"):

@@ -30,7 +30,6 @@ import torch
 from limner.errors import InvalidRequestError, LimnerError
 
 TEMPLATE = "a {} on blue"
-CONTEXT_LENGTH = 77  # one engine chunk: 75 tokens + [CLS] + [SEP]
 
 
 @dataclass
@@ -48,17 +47,11 @@ class TextProbe:
 
 def _encode(tokenizer, encoder, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 77, D) token states and the (N, D) mean of each caption's unmasked states."""
-    tokens = tokenizer(
-        captions,
-        padding="max_length",
-        max_length=CONTEXT_LENGTH,
-        truncation=True,
-        return_tensors="pt",
-    )
-    with torch.no_grad():
-        states = encoder(tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
-    mask = tokens.attention_mask.unsqueeze(-1).to(states.dtype)
-    return states.float(), ((states * mask).sum(1) / mask.sum(1)).float()
+    from limner.models.builtin import encode_captions
+
+    states, mask = encode_captions(tokenizer, encoder, captions)
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    return states, (states * weights).sum(1) / weights.sum(1)
 
 
 def _rates(queries: torch.Tensor, keys: torch.Tensor, answers: torch.Tensor) -> tuple[float, float]:

@@ -21,6 +21,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from limner.errors import ModelLoadError
 from limner.models.latent import Family, LatentDiffusionModel
+from limner.prompts.chunks import CHUNK_LENGTH
 
 PLACEHOLDER_SEED = 0
 
@@ -62,6 +63,23 @@ def load_text_encoder(torch_dtype: torch.dtype = torch.float32):
         add_pooling_layer=False,
     )
     return tokenizer, encoder
+
+
+@torch.no_grad()
+def encode_captions(tokenizer, encoder, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of captions -> MiniLM's last hidden states (B, 77, D) in fp32 and the
+    attention mask (B, 77), as the engine encodes a one-chunk prompt: [CLS] tokens [SEP]
+    [PAD]..., masked after [SEP] (`limner.models.text.TokenEncoder`); for training and
+    probes, which encode many captions at once."""
+    tokens = tokenizer(
+        captions,
+        padding="max_length",
+        max_length=CHUNK_LENGTH + 2,
+        truncation=True,
+        return_tensors="pt",
+    )
+    out = encoder(tokens.input_ids, attention_mask=tokens.attention_mask)
+    return out.last_hidden_state.float(), tokens.attention_mask
 
 
 def _config(name: str) -> dict:

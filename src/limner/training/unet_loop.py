@@ -12,8 +12,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor
 
 from limner.errors import InvalidRequestError
-from limner.models.builtin import builtin_dir, load_text_encoder
-from limner.prompts.chunks import CHUNK_LENGTH
+from limner.models.builtin import builtin_dir, encode_captions, load_text_encoder
 from limner.training.common import (
     EMA,
     Progress,
@@ -131,24 +130,14 @@ def alphas_cumprod(scheduler_config: dict) -> torch.Tensor:
 
 class TextConditioner:
     """Captions -> MiniLM token embeddings (B, 77, 384), exactly as the engine encodes a
-    one-chunk prompt: [CLS] tokens [SEP] [PAD]..., attention mask up to [SEP], last
-    hidden state (see `limner.models.text.TokenEncoder`)."""
+    one-chunk prompt (`limner.models.builtin.encode_captions`)."""
 
     def __init__(self) -> None:
         self.tokenizer, self.encoder = load_text_encoder(torch.float32)
         self.encoder.eval().requires_grad_(False)
 
-    @torch.no_grad()
     def __call__(self, captions: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(
-            captions,
-            padding="max_length",
-            max_length=CHUNK_LENGTH + 2,
-            truncation=True,
-            return_tensors="pt",
-        )
-        out = self.encoder(tokens.input_ids, attention_mask=tokens.attention_mask)
-        return out.last_hidden_state.float()
+        return encode_captions(self.tokenizer, self.encoder, captions)[0]
 
 
 @torch.no_grad()
