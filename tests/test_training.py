@@ -8,6 +8,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
@@ -668,3 +669,86 @@ def test_a_recorded_run_rerun_from_scratch_reaches_its_losses(tmp_path):
     logged = {r["step"]: r["loss"] for r in read_log(tmp_path / "run") if "loss" in r}
     recorded = run["logged_loss"][str(steps)]
     assert abs(logged[steps] - recorded) <= 0.1 * recorded
+
+
+def test_row_cache_computes_each_row_once_and_keeps_what_it_saved(tmp_path):
+    from limner.training.encode_cache import RowCache
+
+    asked: list[list[int]] = []
+
+    def compute(rows):
+        asked.append(rows.tolist())
+        return torch.tensor(rows, dtype=torch.float32).view(-1, 1, 1).expand(-1, 2, 3) * 1.5
+
+    cache = RowCache(tmp_path, "rows", 10, (2, 3), {"source": "a"})
+    got = cache.get([4, 1, 4], compute)
+    assert asked == [[1, 4]]  # each missing row once, in order
+    assert got.shape == (3, 2, 3) and got[:, 0, 0].tolist() == [6.0, 1.5, 6.0]
+    cache.get([1, 7], compute)
+    assert asked == [[1, 4], [7]]
+    cache.save()
+    cache.get([2], compute)  # filled after the last save: not marked on disk
+    reopened = RowCache(tmp_path, "rows", 10, (2, 3), {"source": "a"})
+    assert reopened.filled.nonzero()[0].tolist() == [1, 4, 7]
+    asked.clear()
+    assert reopened.get([7, 2], compute)[:, 1, 2].tolist() == [10.5, 3.0]
+    assert asked == [[2]]
+    with pytest.raises(IndexError):
+        reopened.get([10], compute)
+
+
+def test_row_cache_refuses_a_cache_of_other_inputs_or_a_damaged_file(tmp_path):
+    from limner.training.encode_cache import RowCache
+
+    RowCache(tmp_path, "rows", 10, (2, 3), {"source": "a"}).save()
+    with pytest.raises(InvalidRequestError, match="another source"):
+        RowCache(tmp_path, "rows", 10, (2, 3), {"source": "b"})
+    with pytest.raises(InvalidRequestError, match="another row_shape"):
+        RowCache(tmp_path, "rows", 10, (3, 2), {"source": "a"})
+    with open(tmp_path / "rows.f32", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(InvalidRequestError, match="not 240 bytes"):
+        RowCache(tmp_path, "rows", 10, (2, 3), {"source": "a"})
+
+
+def test_unet_encoder_cache_trains_as_without_and_is_read_again(
+    dataset, arch_files, exported, tmp_path, monkeypatch
+):
+    from dataclasses import replace
+
+    from limner.training import unet_loop
+
+    calls = {"text": 0, "vae": 0}
+    encode_captions, vae_encode = unet_loop.encode_captions, unet_loop.AutoencoderKL.encode
+
+    def counting_text(*args, **kwargs):
+        calls["text"] += 1
+        return encode_captions(*args, **kwargs)
+
+    def counting_vae(self, *args, **kwargs):
+        calls["vae"] += 1
+        return vae_encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(unet_loop, "encode_captions", counting_text)
+    monkeypatch.setattr(unet_loop.AutoencoderKL, "encode", counting_vae)
+    plain = replace(_unet_config(dataset, arch_files, exported / "vae", tmp_path / "a", 4), limit=3)
+    cache = tmp_path / "cache"
+    cached = replace(plain, run_dir=str(tmp_path / "b"), cache=str(cache))
+    unet_loop.train(plain)
+    unet_loop.train(cached)
+    assert calls["text"] > 1 and calls["vae"] >= 1
+    a, b = read_log(tmp_path / "a"), read_log(tmp_path / "b")
+    assert [r["loss"] for r in b] == pytest.approx([r["loss"] for r in a], rel=2e-3)
+    filled = np.load(cache / "text.filled.npy")
+    assert filled.shape == (16,) and 1 <= filled.sum() <= 3 and not filled[3:].any()
+    assert np.array_equal(np.load(cache / "posterior.filled.npy"), filled)
+
+    calls.update(text=0, vae=0)
+    unet_loop.train(replace(cached, run_dir=str(tmp_path / "c")))
+    assert calls == {"text": 1, "vae": 0}  # only the empty prompt is encoded again
+    c = read_log(tmp_path / "c")
+    assert [r["loss"] for r in c] == [r["loss"] for r in b]
+    other = replace(cached, run_dir=str(tmp_path / "d"), data=str(tmp_path / "elsewhere"))
+    build_emoji_dataset(Path(other.data), train_size=16, heldout_size=4, seed=4)
+    with pytest.raises(InvalidRequestError, match="scenes_sha256"):
+        unet_loop.train(other)
