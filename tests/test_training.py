@@ -709,6 +709,8 @@ def test_row_cache_refuses_a_cache_of_other_inputs_or_a_damaged_file(tmp_path):
         f.truncate(100)
     with pytest.raises(InvalidRequestError, match="not 240 bytes"):
         RowCache(tmp_path, "rows", 10, (2, 3), {"source": "a"})
+    with pytest.raises(InvalidRequestError, match="not a folder"):
+        RowCache(tmp_path / "rows.json", "rows", 10, (2, 3), {"source": "a"})
 
 
 def test_unet_encoder_cache_trains_as_without_and_is_read_again(

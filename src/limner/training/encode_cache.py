@@ -13,7 +13,7 @@ the VAE's posterior parameters (mean and log-variance) in the dtype the encoder 
 in, from which each step still draws its own latent sample. The files are sparse (sized
 for every scene, taking disk space as rows are written), read and written a row at a time
 with plain file I/O: a memory map of such a file costs a page fault per page touched,
-measured 50x slower here for a batch of rows. Each file is tied by a manifest to the data,
+measured here at 450 ms against 4 ms for writing a batch of 32 rows. Each file is tied by a manifest to the data,
 the encoder weights and the precision it was made with: a cache made for anything else is
 refused, never read.
 """
@@ -21,6 +21,7 @@ refused, never read.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import weakref
@@ -45,16 +46,6 @@ def module_sha256(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def files_sha256(paths: list[Path]) -> str:
-    """One digest of several files' bytes, in the order given."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 class RowCache:
     """`rows` rows of shape `row_shape` in `folder/NAME.f32`, with a mask of those filled.
 
@@ -72,6 +63,8 @@ class RowCache:
         row_shape: tuple[int, ...],
         fingerprint: dict,
     ) -> None:
+        if folder.exists() and not folder.is_dir():
+            raise InvalidRequestError(f"--cache {folder}: not a folder")
         folder.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.row_shape = tuple(row_shape)
@@ -112,7 +105,6 @@ class RowCache:
                 )
             self.filled = filled
         self._dirty = False
-        self.computed = 0  # rows computed by this instance (the rest were read)
 
     def __len__(self) -> int:
         return len(self.filled)
@@ -137,7 +129,6 @@ class RowCache:
                 self._file.seek(int(row) * self._row_bytes)
                 self._file.write(np.ascontiguousarray(value, dtype=_STORAGE).tobytes())
             self.filled[missing] = True
-            self.computed += len(missing)
             self._dirty = True
         out = np.empty((len(indices), *self.row_shape), dtype=_STORAGE)
         for k, row in enumerate(indices):
@@ -153,14 +144,11 @@ class RowCache:
         if not self._dirty:
             return
         os.fsync(self._file.fileno())
-        buffer = _npy_bytes(self.filled)
-        _write_atomically(self._filled_path, buffer)
+        _write_atomically(self._filled_path, _npy_bytes(self.filled))
         self._dirty = False
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
     out = io.BytesIO()
     np.save(out, array, allow_pickle=False)
     return out.getvalue()

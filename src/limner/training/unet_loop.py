@@ -13,6 +13,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
+from limner.checkpoints.hashing import file_sha256
 from limner.errors import InvalidRequestError
 from limner.models.builtin import builtin_dir, encode_captions, load_text_encoder
 from limner.training.common import (
@@ -31,7 +32,7 @@ from limner.training.common import (
     uses_bf16,
 )
 from limner.training.data import SceneBatches
-from limner.training.encode_cache import RowCache, files_sha256, module_sha256
+from limner.training.encode_cache import RowCache, module_sha256
 from limner.training.unet import RESUME_KEYS, SAMPLE_PROMPTS, UnetTrainConfig
 from limner.training.widen import widen_state_dict, widening_factor
 
@@ -169,9 +170,8 @@ class EncoderCaches:
     ) -> None:
         self.batches, self.text, self.vae = batches, text, vae
         ds = batches.dataset
-        data = {"split": ds.split, "scenes_sha256": files_sha256([ds.root / f"{ds.split}.jsonl"])}
-        empty = text([""])
-        self.empty = empty[0]  # (T, D): what a dropped caption becomes
+        data = {"split": ds.split, "scenes_sha256": file_sha256(ds.root / f"{ds.split}.jsonl")}
+        self.empty = text([""])[0]  # (T, D): what a dropped caption becomes
         self.text_cache = RowCache(
             folder,
             "text",
@@ -190,16 +190,16 @@ class EncoderCaches:
             posterior_shape,
             {
                 **data,
-                "sprites_sha256": files_sha256([ds.root / "sprites.npz"]),
+                "sprites_sha256": file_sha256(ds.root / "sprites.npz"),
                 "vae_sha256": module_sha256(vae),
                 "dtype": str(self.posterior_dtype),
             },
         )
 
     def _posteriors(self, rows: np.ndarray) -> torch.Tensor:
-        with autocast("bf16" if self.posterior_dtype == torch.bfloat16 else "fp32"):
-            images = images_tensor(self.batches.images(rows))
-            posterior = self.vae.encode(images).latent_dist.parameters
+        # Called inside the training step's autocast, as the uncached path encodes.
+        images = images_tensor(self.batches.images(rows))
+        posterior = self.vae.encode(images).latent_dist.parameters
         if posterior.dtype != self.posterior_dtype:
             raise RuntimeError(f"the VAE made {posterior.dtype}, not {self.posterior_dtype}")
         return posterior
