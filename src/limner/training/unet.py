@@ -86,7 +86,6 @@ class UnetTrainConfig:
     grown_lr_scale: float = 1.0  # learning rate of parts grown by --init with --arch, x lr
     context_noise: float = 0.0  # std of Gaussian noise on captioned text embeddings (0: none)
     cache: str = ""  # folder of the frozen encoders' outputs per scene ("": none)
-    compile: bool = False  # torch.compile the UNet's forward and backward
     quiet: bool = False
 
 
@@ -136,12 +135,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "the VAE's posterior) and read them when the scene is drawn again: the same "
         "training, less computed; sparse files that grow to about 126 KB a scene "
         "(default: none)",
-    )
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the UNet's training step (forward and backward; compiled once "
-        "per process, at the first step): the same training, faster steps",
     )
 
 

@@ -310,10 +310,6 @@ def train(config: UnetTrainConfig, resume: bool = False) -> RunState:
     # fused CPU attention is several times slower, its backward above all (measured: a
     # whole training step 1.8x faster with the math path).
     unet.set_attn_processor(AttnProcessor())
-    # The step's UNet: compiled, it shares the module's parameters, so the optimizer, EMA,
-    # checkpoints and sample grids all keep using `unet` itself. Shapes never change
-    # (every batch is full), so one static graph serves the whole run.
-    forward = torch.compile(unet, dynamic=False) if config.compile else unet
     if config.grown_lr_scale != 1 and not grown:
         raise InvalidRequestError(f"--grown-lr-scale: {config.arch} adds nothing to {config.init}")
     named = list(unet.named_parameters())
@@ -358,7 +354,7 @@ def train(config: UnetTrainConfig, resume: bool = False) -> RunState:
                 else:
                     latents = encode_latents(vae, images_tensor(batches.images(idx)), g)
                 loss = diffusion_loss(
-                    forward, latents, context, acp, g, config.snr_gamma, cell_weights
+                    unet, latents, context, acp, g, config.snr_gamma, cell_weights
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
