@@ -317,8 +317,11 @@ def train(config: UnetTrainConfig, resume: bool = False) -> RunState:
         {"params": [p for n, p in named if n not in grown], "lr_scale": 1.0},
         {"params": [p for n, p in named if n in grown], "lr_scale": config.grown_lr_scale},
     ]
+    # Fused: one kernel over all 24 M parameters took 16 ms a step against 60 ms for the
+    # default multi-tensor path (session 25, 2 threads), about 4% of a step. A checkpoint
+    # of an earlier run restores its own setting with its optimizer state.
     optimizer = torch.optim.AdamW(
-        [g for g in groups if g["params"]], lr=config.lr, weight_decay=0.01
+        [g for g in groups if g["params"]], lr=config.lr, weight_decay=0.01, fused=True
     )
     ema = EMA(unet, config.ema_decay)
     state = start_run(
