@@ -13,9 +13,9 @@ the VAE's posterior parameters (mean and log-variance) in the dtype the encoder 
 in, from which each step still draws its own latent sample. The files are sparse (sized
 for every scene, taking disk space as rows are written), read and written a row at a time
 with plain file I/O: a memory map of such a file costs a page fault per page touched,
-measured here at 450 ms against 4 ms for writing a batch of 32 rows. Each file is tied by a manifest to the data,
-the encoder weights and the precision it was made with: a cache made for anything else is
-refused, never read.
+measured here at 450 ms against 4 ms for writing a batch of 32 rows. Each file is tied by
+a manifest to the data, the encoder weights and the precision it was made with: a cache
+made for anything else is refused, never read.
 """
 
 from __future__ import annotations
